@@ -1,0 +1,1 @@
+//! Device protocols. Knows no SQL and no HTTP.

@@ -1,0 +1,16 @@
+//! gardien: the keys, locks and meters of residential co-ownerships.
+//!
+//! `main.rs` only parses the command line; everything lives here so that tests and
+//! other binaries reuse it. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod import;
+pub mod storage;
+
+pub use error::{Error, Result};

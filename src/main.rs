@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    gardien::cli::main(gardien::cli::Cli::parse())
+}
