@@ -48,6 +48,7 @@ pub struct AppState {
     info(title = "gardien", description = "Clés, serrures et compteurs des copropriétés. \
         Authentification : cookie de session (POST /api/v1/auth/login) ou en-tête \
         `Authorization: Bearer <jeton>`."),
+    servers((url = "/api/v1")),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth)
 )]

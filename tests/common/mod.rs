@@ -1,0 +1,351 @@
+//! Black-box harness: the real server on a random loopback port, over a real SQLite
+//! file in a temporary directory, driven through HTTP like any client.
+#![allow(dead_code)] // each test crate uses part of it
+
+use std::sync::Arc;
+
+use gardien::config::Config;
+use gardien::http::{self, AppState};
+use gardien::storage::audit::Actor;
+use gardien::storage::Store;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = "test-password-123";
+
+pub struct TestServer {
+    pub base: String,
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts the API on 127.0.0.1:0 with a fresh SQLite file.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = dir.path().join("gardien.db");
+        let config = Config {
+            database_url: database.display().to_string(),
+            ..Config::default()
+        };
+        let store = Store::open(&config.database_url).await.expect("open store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let state = AppState {
+            store: store.clone(),
+            config: Arc::new(config),
+        };
+        let task = tokio::spawn(async move {
+            http::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        TestServer {
+            base,
+            store,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn database_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gardien.db")
+    }
+
+    /// A client with no credentials.
+    pub fn anonymous(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: None,
+        }
+    }
+
+    /// Creates a platform administrator directly in the database and logs in.
+    pub async fn admin(&self) -> Client {
+        let email = "admin@test.gardien";
+        let hash = gardien::auth::hash_password(PASSWORD).expect("hash");
+        let mut tx = self.store.write().await.expect("tx");
+        if tx.user_by_email(email).await.expect("lookup").is_none() {
+            tx.insert_user(&Actor::system("test"), email, "Admin", &hash, true)
+                .await
+                .expect("admin");
+        }
+        tx.commit().await.expect("commit");
+        self.login(email, PASSWORD).await
+    }
+
+    /// Logs in through the API and returns a client carrying the bearer token.
+    pub async fn login(&self, email: &str, password: &str) -> Client {
+        let anonymous = self.anonymous();
+        let response = anonymous
+            .post(
+                "/api/v1/auth/login",
+                json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(response.status, 200, "login of {email}: {}", response.body);
+        let token = response.body["token"].as_str().expect("token").to_owned();
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: Some(token),
+        }
+    }
+
+    /// Creates (through the API, as `manager`) an account with `role` in the residence
+    /// and logs it in. `link` is the person id for residents, the provider id for providers.
+    pub async fn member(
+        &self,
+        manager: &Client,
+        rid: i64,
+        email: &str,
+        role: &str,
+        link: Option<i64>,
+    ) -> Client {
+        let mut body =
+            json!({ "email": email, "role": role, "display_name": email, "password": PASSWORD });
+        match role {
+            "resident" => body["person_id"] = json!(link),
+            "provider" => body["provider_id"] = json!(link),
+            _ => {}
+        }
+        let response = manager
+            .post(&format!("/api/v1/residences/{rid}/members"), body)
+            .await;
+        assert_eq!(
+            response.status, 200,
+            "adding {email} as {role}: {}",
+            response.body
+        );
+        self.login(email, PASSWORD).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// A response: status and JSON body (`Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Response { status, body }
+    }
+
+    /// Sends raw bytes with a content type, for malformed-input tests.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(bytes);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        Response {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Response {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// POSTs and asserts a 201, returning the created object's id.
+    pub async fn create(&self, path: &str, body: Value) -> i64 {
+        let response = self.post(path, body.clone()).await;
+        assert_eq!(
+            response.status, 201,
+            "POST {path} {body}: {}",
+            response.body
+        );
+        response.body["id"].as_i64().expect("id")
+    }
+}
+
+/// A small residence made through the API: two buildings, three locks on one PX-2
+/// controller, two profiles, two flats with their owners, a provider.
+pub struct Fixture {
+    pub rid: i64,
+    pub buildings: [i64; 2],
+    pub controller: i64,
+    /// Hall A, Hall B, car park gate.
+    pub locks: [i64; 3],
+    /// "Résident A" = hall A + gate; "Résident B" = hall B + gate.
+    pub profiles: [i64; 2],
+    /// Flats A01 and B01.
+    pub units: [i64; 2],
+    /// Owners of A01 and B01.
+    pub people: [i64; 2],
+    pub provider: i64,
+}
+
+impl Fixture {
+    pub fn path(&self, rest: &str) -> String {
+        format!("/api/v1/residences/{}{rest}", self.rid)
+    }
+}
+
+pub async fn fixture(admin: &Client, name: &str) -> Fixture {
+    let rid = admin
+        .create(
+            "/api/v1/residences",
+            json!({ "name": name, "address": "1 rue du Test" }),
+        )
+        .await;
+    let at = |rest: &str| format!("/api/v1/residences/{rid}{rest}");
+    let building_a = admin
+        .create(&at("/buildings"), json!({ "name": "A" }))
+        .await;
+    let building_b = admin
+        .create(&at("/buildings"), json!({ "name": "B" }))
+        .await;
+    let controller = admin
+        .create(
+            &at("/controllers"),
+            json!({ "name": "Centrale", "model": "PX-2", "transport": "modbus_tcp", "address": "127.0.0.1:1502", "modbus_unit": 1 }),
+        )
+        .await;
+    let mut locks = [0; 3];
+    for (index, (name, kind)) in [("Hall A", "door"), ("Hall B", "door"), ("Portail", "gate")]
+        .iter()
+        .enumerate()
+    {
+        locks[index] = admin
+            .create(
+                &at("/locks"),
+                json!({ "name": name, "kind": kind, "controller_id": controller, "door_number": index + 1 }),
+            )
+            .await;
+    }
+    let profile_a = admin
+        .create(
+            &at("/profiles"),
+            json!({ "name": "Résident A", "lock_ids": [locks[0], locks[2]] }),
+        )
+        .await;
+    let profile_b = admin
+        .create(
+            &at("/profiles"),
+            json!({ "name": "Résident B", "lock_ids": [locks[1], locks[2]] }),
+        )
+        .await;
+    let unit_a = admin
+        .create(
+            &at("/units"),
+            json!({ "lot_number": "A01", "kind": "flat", "building_id": building_a }),
+        )
+        .await;
+    let unit_b = admin
+        .create(
+            &at("/units"),
+            json!({ "lot_number": "B01", "kind": "flat", "building_id": building_b }),
+        )
+        .await;
+    let person_a = admin
+        .create(
+            &at("/people"),
+            json!({ "full_name": "Claire Dupont", "email": "claire@example.org" }),
+        )
+        .await;
+    let person_b = admin
+        .create(&at("/people"), json!({ "full_name": "Marc Petit" }))
+        .await;
+    for (unit, person) in [(unit_a, person_a), (unit_b, person_b)] {
+        admin
+            .create(
+                &at("/occupancies"),
+                json!({ "unit_id": unit, "person_id": person, "role": "owner" }),
+            )
+            .await;
+    }
+    let provider = admin
+        .create(
+            &at("/providers"),
+            json!({ "name": "Net'Immo", "trade": "nettoyage" }),
+        )
+        .await;
+    Fixture {
+        rid,
+        buildings: [building_a, building_b],
+        controller,
+        locks,
+        profiles: [profile_a, profile_b],
+        units: [unit_a, unit_b],
+        people: [person_a, person_b],
+        provider,
+    }
+}
+
+/// Ids of the keys in a JSON array of keys.
+pub fn ids(keys: &Value) -> Vec<i64> {
+    let mut ids: Vec<i64> = keys
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|k| k["id"].as_i64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
