@@ -5,6 +5,8 @@
 -- too (composite foreign keys), so the database itself refuses to link a unit of one
 -- residence to a key of another. Parents expose UNIQUE (residence_id, id) for that.
 -- Timestamps are UTC, ISO-8601 text; dates are YYYY-MM-DD text.
+-- `name_key` and `search_key` hold text folded by the service (lower case, accents
+-- removed) for exact-name lookups and searches: SQL's LOWER only folds ASCII.
 
 CREATE TABLE residences (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -17,6 +19,7 @@ CREATE TABLE buildings (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     residence_id  INTEGER NOT NULL REFERENCES residences (id),
     name          TEXT NOT NULL,
+    search_key    TEXT NOT NULL DEFAULT '',
     UNIQUE (residence_id, name),
     UNIQUE (residence_id, id)
 );
@@ -26,6 +29,7 @@ CREATE TABLE units (
     residence_id  INTEGER NOT NULL REFERENCES residences (id),
     building_id   INTEGER,
     lot_number    TEXT NOT NULL,
+    search_key    TEXT NOT NULL DEFAULT '',
     kind          TEXT NOT NULL CHECK (kind IN ('flat', 'parking', 'cellar', 'shop')),
     floor         INTEGER,
     area_m2       REAL,
@@ -38,18 +42,22 @@ CREATE TABLE people (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     residence_id  INTEGER NOT NULL REFERENCES residences (id),
     full_name     TEXT NOT NULL,
+    name_key      TEXT NOT NULL DEFAULT '',
+    search_key    TEXT NOT NULL DEFAULT '',
     email         TEXT,
     phone         TEXT,
     is_caretaker  BOOLEAN NOT NULL DEFAULT FALSE,
     notes         TEXT NOT NULL DEFAULT '',
     UNIQUE (residence_id, id)
 );
-CREATE INDEX people_by_name ON people (residence_id, full_name);
+CREATE INDEX people_by_name ON people (residence_id, name_key);
 
 CREATE TABLE providers (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     residence_id  INTEGER NOT NULL REFERENCES residences (id),
     name          TEXT NOT NULL,
+    name_key      TEXT NOT NULL DEFAULT '',
+    search_key    TEXT NOT NULL DEFAULT '',
     trade         TEXT NOT NULL DEFAULT '',
     email         TEXT,
     phone         TEXT,
@@ -57,6 +65,7 @@ CREATE TABLE providers (
     UNIQUE (residence_id, name),
     UNIQUE (residence_id, id)
 );
+CREATE INDEX providers_by_name ON providers (residence_id, name_key);
 
 CREATE TABLE occupancies (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -76,6 +85,7 @@ CREATE TABLE controllers (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     residence_id  INTEGER NOT NULL REFERENCES residences (id),
     name          TEXT NOT NULL,
+    search_key    TEXT NOT NULL DEFAULT '',
     model         TEXT NOT NULL,
     transport     TEXT NOT NULL CHECK (transport IN ('modbus_tcp', 'modbus_rtu', 'mqtt')),
     address       TEXT NOT NULL,
@@ -89,6 +99,7 @@ CREATE TABLE locks (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     residence_id   INTEGER NOT NULL REFERENCES residences (id),
     name           TEXT NOT NULL,
+    search_key     TEXT NOT NULL DEFAULT '',
     kind           TEXT NOT NULL CHECK (kind IN ('door', 'gate')),
     building_id    INTEGER,
     controller_id  INTEGER,
@@ -105,10 +116,14 @@ CREATE TABLE access_profiles (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     residence_id  INTEGER NOT NULL REFERENCES residences (id),
     name          TEXT NOT NULL,
+    name_key      TEXT NOT NULL DEFAULT '',
+    search_key    TEXT NOT NULL DEFAULT '',
     description   TEXT NOT NULL DEFAULT '',
     UNIQUE (residence_id, name),
     UNIQUE (residence_id, id)
 );
+
+CREATE INDEX access_profiles_by_name ON access_profiles (residence_id, name_key);
 
 CREATE TABLE profile_locks (
     residence_id  INTEGER NOT NULL,
@@ -126,6 +141,7 @@ CREATE TABLE access_keys (
     kind                TEXT NOT NULL CHECK (kind IN ('vigik_badge', 'remote', 'other')),
     identifier          TEXT NOT NULL,
     label               TEXT NOT NULL DEFAULT '',
+    search_key          TEXT NOT NULL DEFAULT '',
     status              TEXT NOT NULL CHECK (status IN ('active', 'lost', 'stolen', 'broken', 'returned', 'deactivated')),
     holder_person_id    INTEGER,
     holder_provider_id  INTEGER,

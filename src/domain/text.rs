@@ -108,3 +108,54 @@ pub fn id_set(field: &str, mut ids: Vec<i64>) -> Result<Vec<i64>, Error> {
     ids.dedup();
     Ok(ids)
 }
+
+/// The time zone of the residences gardien serves; dates people see ("handed out
+/// today") are dates there, not in UTC.
+pub const LOCAL_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::Paris;
+
+/// Today's date in the residences' time zone.
+pub fn local_today() -> NaiveDate {
+    Utc::now().with_timezone(&LOCAL_TIME_ZONE).date_naive()
+}
+
+/// Folds text for matching the way people expect: lower case, French accents removed
+/// ("Émilie" and "emilie" match). SQLite's `LOWER` only folds ASCII, so matching keys
+/// are computed here and stored beside the text.
+pub fn fold(text: &str) -> String {
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'à' | 'â' | 'ä' | 'á' | 'ã' => 'a',
+            'é' | 'è' | 'ê' | 'ë' => 'e',
+            'î' | 'ï' | 'í' | 'ì' => 'i',
+            'ô' | 'ö' | 'ó' | 'ò' | 'õ' => 'o',
+            'ù' | 'û' | 'ü' | 'ú' => 'u',
+            'ÿ' | 'ý' => 'y',
+            'ç' => 'c',
+            'ñ' => 'n',
+            other => other,
+        })
+        .collect()
+}
+
+/// The folded text of several fields, for `q` searches.
+pub fn search_key(fields: &[&str]) -> String {
+    fields
+        .iter()
+        .map(|field| fold(field))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_ignores_case_and_french_accents() {
+        assert_eq!(fold("  Émilie DURAND "), "emilie durand");
+        assert_eq!(fold("Accès Étage 3"), fold("acces etage 3"));
+        assert_eq!(search_key(&["Hall A", "PX-2"]), "hall a | px-2");
+    }
+}

@@ -155,7 +155,8 @@ struct PasswordInput {
     new_password: String,
 }
 
-/// Changes the current user's password; every other session ends.
+/// Changes the current user's password. Every other session and every API token of
+/// the user is revoked; the session that made the change stays open.
 #[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = PasswordInput,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn change_password(
@@ -177,7 +178,8 @@ async fn change_password(
     let hash = hashed
         .ok_or_else(|| Error::invalid("current_password", "mot de passe actuel incorrect"))??;
     let mut tx = state.store.write().await?;
-    tx.set_password(&current.actor(), current.user.id, &hash)
+    let keep = auth::token_hash(&current.token);
+    tx.set_password(&current.actor(), current.user.id, &hash, Some(&keep))
         .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

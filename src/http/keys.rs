@@ -266,7 +266,7 @@ async fn declare_broken(
     act(state, member, path.id, KeyAction::DeclareBroken, input).await
 }
 
-/// The key came back to the council: it leaves its holder and every lock.
+/// The key came back to the council: it leaves its holder, its unit and every lock.
 #[utoipa::path(post, path = "/residences/{rid}/keys/{id}/return", tag = "keys", params(ItemPath), request_body = ActionInput,
     responses((status = 200, body = Key), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn return_key(

@@ -104,18 +104,8 @@ impl Row {
 
 /// Column names compare without case, accents, spaces or punctuation.
 fn normalise_name(name: &str) -> String {
-    name.trim()
-        .to_lowercase()
+    crate::domain::text::fold(name)
         .chars()
-        .map(|c| match c {
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'à' | 'â' => 'a',
-            'î' | 'ï' => 'i',
-            'ô' => 'o',
-            'ù' | 'û' | 'ü' => 'u',
-            'ç' => 'c',
-            other => other,
-        })
         .filter(|c| c.is_alphanumeric())
         .collect()
 }

@@ -96,29 +96,35 @@ impl Tx {
             .await?)
     }
 
+    /// Sets a new password hash and revokes every session and API token of the user
+    /// except `keep` (the hash of the token the change was made with): whoever knew the
+    /// old password must not stay signed in.
     pub async fn set_password(
         &mut self,
         actor: &Actor,
         user_id: i64,
         password_hash: &str,
+        keep: Option<&str>,
     ) -> Result<()> {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(user_id)
             .execute(self.conn())
             .await?;
-        // A new password ends every open session.
-        sqlx::query("DELETE FROM auth_tokens WHERE user_id = $1 AND kind = 'session'")
-            .bind(user_id)
-            .execute(self.conn())
-            .await?;
+        let revoked =
+            sqlx::query("DELETE FROM auth_tokens WHERE user_id = $1 AND token_hash <> $2")
+                .bind(user_id)
+                .bind(keep.unwrap_or_default())
+                .execute(self.conn())
+                .await?
+                .rows_affected();
         let change = Change {
             residence_id: None,
             action: "set_password",
             entity: "user",
             entity_id: user_id,
             reason: "",
-            changes: serde_json::json!({}),
+            changes: serde_json::json!({ "revoked_tokens": revoked }),
         };
         self.audit(actor, change).await
     }

@@ -54,6 +54,8 @@ impl Tx {
         .bind(&input.name)
         .fetch_one(self.conn())
         .await?;
+        self.set_match_keys(Table::Buildings, id, &[&input.name], None)
+            .await?;
         self.audit_upsert(actor, Table::Buildings, residence_id, id, None)
             .await
     }
@@ -78,7 +80,7 @@ impl Tx {
                 sql.push("FROM buildings WHERE residence_id = ")
                     .push_bind(residence_id);
                 if let Some(q) = &q {
-                    sql.push(" AND LOWER(name) LIKE ").push_bind(super::like(q));
+                    sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                 }
             },
             "name, id",
@@ -100,6 +102,8 @@ impl Tx {
             .bind(residence_id)
             .bind(id)
             .execute(self.conn())
+            .await?;
+        self.set_match_keys(Table::Buildings, id, &[&input.name], None)
             .await?;
         self.audit_upsert(actor, Table::Buildings, residence_id, id, Some(&before))
             .await

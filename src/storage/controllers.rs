@@ -133,6 +133,8 @@ impl Tx {
         .bind(&input.notes)
         .fetch_one(self.conn())
         .await?;
+        self.set_match_keys(Table::Controllers, id, &[&input.name, &input.model], None)
+            .await?;
         self.audit_upsert(actor, Table::Controllers, residence_id, id, None)
             .await
     }
@@ -156,12 +158,7 @@ impl Tx {
                     sql.push(" AND transport = ").push_bind(transport);
                 }
                 if let Some(q) = &q {
-                    let pattern = super::like(q);
-                    sql.push(" AND (LOWER(name) LIKE ")
-                        .push_bind(pattern.clone());
-                    sql.push(" OR LOWER(model) LIKE ")
-                        .push_bind(pattern)
-                        .push(")");
+                    sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                 }
             },
             "name, id",
@@ -195,6 +192,8 @@ impl Tx {
         .bind(id)
         .execute(self.conn())
         .await?;
+        self.set_match_keys(Table::Controllers, id, &[&input.name, &input.model], None)
+            .await?;
         self.audit_upsert(actor, Table::Controllers, residence_id, id, Some(&before))
             .await
     }

@@ -354,6 +354,8 @@ impl Tx {
         .await?;
         self.set_key_profiles(residence_id, id, &input.profile_ids)
             .await?;
+        self.set_match_keys(Table::Keys, id, &[&input.identifier, &input.label], None)
+            .await?;
         let key = self.key(residence_id, id, Visibility::Everything).await?;
         self.audit_key(actor, &key, "create", "", None).await?;
         Ok(key)
@@ -377,6 +379,49 @@ impl Tx {
             .bind(key_id)
             .bind(profile)
             .execute(self.conn())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes `profile_id` away from every key that has it, recording the change in each
+    /// key's history, before the profile itself is deleted.
+    pub(crate) async fn remove_profile_from_keys(
+        &mut self,
+        actor: &Actor,
+        residence_id: i64,
+        profile_id: i64,
+    ) -> Result<()> {
+        let key_ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT key_id FROM key_profiles WHERE profile_id = $1 ORDER BY key_id",
+        )
+        .bind(profile_id)
+        .fetch_all(self.conn())
+        .await?;
+        for key_id in key_ids {
+            let before = self
+                .key(residence_id, key_id, Visibility::Everything)
+                .await?;
+            sqlx::query("DELETE FROM key_profiles WHERE key_id = $1 AND profile_id = $2")
+                .bind(key_id)
+                .bind(profile_id)
+                .execute(self.conn())
+                .await?;
+            sqlx::query("UPDATE access_keys SET updated_at = $1 WHERE id = $2")
+                .bind(Utc::now())
+                .bind(key_id)
+                .execute(self.conn())
+                .await?;
+            let after = self
+                .key(residence_id, key_id, Visibility::Everything)
+                .await?;
+            self.audit_key(
+                actor,
+                &after,
+                "update",
+                "profil d'accès supprimé",
+                Some(&before),
+            )
             .await?;
         }
         Ok(())
@@ -474,12 +519,8 @@ impl Tx {
                         .push(")");
                     }
                     if let Some(q) = &q {
-                        let pattern = super::like(q);
-                        sql.push(" AND (LOWER(k.identifier) LIKE ")
-                            .push_bind(pattern.clone());
-                        sql.push(" OR LOWER(k.label) LIKE ")
-                            .push_bind(pattern)
-                            .push(")");
+                        sql.push(" AND k.search_key LIKE ")
+                            .push_bind(super::like(q));
                     }
                 },
                 "k.id",
@@ -523,6 +564,8 @@ impl Tx {
         .await?;
         self.set_key_profiles(residence_id, id, &input.profile_ids)
             .await?;
+        self.set_match_keys(Table::Keys, id, &[&before.identifier, &input.label], None)
+            .await?;
         let after = self.key(residence_id, id, Visibility::Everything).await?;
         self.audit_key(actor, &after, "update", "", Some(&before))
             .await?;
@@ -530,7 +573,7 @@ impl Tx {
     }
 
     /// Applies a lifecycle action other than hand-over (declare lost, return…).
-    /// A returned key leaves its holder: it is back in the council's stock.
+    /// A returned key leaves its holder and its unit: it is back in the council's stock.
     pub async fn key_action(
         &mut self,
         actor: &Actor,
@@ -543,16 +586,18 @@ impl Tx {
         let reason = text::bounded("reason", reason, 0, 500)?;
         let before = self.key(residence_id, id, visibility).await?;
         let status = action.apply(before.status)?;
-        let clear_holder = action == KeyAction::Return;
+        let back_in_stock = action == KeyAction::Return;
         sqlx::query(
             "UPDATE access_keys SET status = $1, updated_at = $2,
                  holder_person_id = CASE WHEN $3 THEN NULL ELSE holder_person_id END,
-                 holder_provider_id = CASE WHEN $3 THEN NULL ELSE holder_provider_id END
+                 holder_provider_id = CASE WHEN $3 THEN NULL ELSE holder_provider_id END,
+                 unit_id = CASE WHEN $3 THEN NULL ELSE unit_id END,
+                 handed_out_on = CASE WHEN $3 THEN NULL ELSE handed_out_on END
              WHERE residence_id = $4 AND id = $5",
         )
         .bind(status)
         .bind(Utc::now())
-        .bind(clear_holder)
+        .bind(back_in_stock)
         .bind(residence_id)
         .bind(id)
         .execute(self.conn())
@@ -589,7 +634,7 @@ impl Tx {
         .bind(input.holder_person_id)
         .bind(input.holder_provider_id)
         .bind(input.unit_id)
-        .bind(input.handed_out_on.unwrap_or_else(|| Utc::now().date_naive()))
+        .bind(input.handed_out_on.unwrap_or_else(text::local_today))
         .bind(input.valid_from)
         .bind(input.valid_until)
         .bind(Utc::now())

@@ -108,6 +108,8 @@ impl Tx {
         .bind(input.door_number)
         .fetch_one(self.conn())
         .await?;
+        self.set_match_keys(Table::Locks, id, &[&input.name], None)
+            .await?;
         self.audit_upsert(actor, Table::Locks, residence_id, id, None)
             .await
     }
@@ -138,7 +140,7 @@ impl Tx {
                     sql.push(" AND kind = ").push_bind(kind);
                 }
                 if let Some(q) = &q {
-                    sql.push(" AND LOWER(name) LIKE ").push_bind(super::like(q));
+                    sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                 }
             },
             "name, id",
@@ -172,6 +174,8 @@ impl Tx {
         .bind(id)
         .execute(self.conn())
         .await?;
+        self.set_match_keys(Table::Locks, id, &[&input.name], None)
+            .await?;
         self.audit_upsert(actor, Table::Locks, residence_id, id, Some(&before))
             .await
     }

@@ -378,11 +378,11 @@ impl Tx {
     }
 }
 
-/// A case-insensitive `LIKE` pattern matching `text` anywhere, with `%` and `_` taken
-/// literally... as far as plain `LIKE` allows: they are dropped from the search text.
+/// A `LIKE` pattern matching folded `text` anywhere in a `search_key` column. `%` and
+/// `_` are dropped from the search text rather than taken as wildcards.
 pub(crate) fn like(text: &str) -> String {
     let cleaned: String = text.chars().filter(|c| !matches!(c, '%' | '_')).collect();
-    format!("%{}%", cleaned.trim().to_lowercase())
+    format!("%{}%", crate::domain::text::fold(&cleaned))
 }
 
 impl Tx {
@@ -407,6 +407,33 @@ impl Tx {
         sqlx::query("RELEASE SAVEPOINT step")
             .execute(self.conn())
             .await?;
+        Ok(())
+    }
+}
+
+impl Tx {
+    /// Stores the folded matching keys of a row: `search_key` from `search` fields and,
+    /// for tables looked up by name, `name_key` from `name`. SQL cannot fold accents.
+    pub(crate) async fn set_match_keys(
+        &mut self,
+        table: Table,
+        id: i64,
+        search: &[&str],
+        name: Option<&str>,
+    ) -> Result<()> {
+        let search = crate::domain::text::search_key(search);
+        let sql = match name {
+            Some(_) => format!(
+                "UPDATE {} SET search_key = $1, name_key = $2 WHERE id = $3",
+                table.name()
+            ),
+            None => format!("UPDATE {} SET search_key = $1 WHERE id = $2", table.name()),
+        };
+        let mut query = sqlx::query(&sql).bind(search);
+        if let Some(name) = name {
+            query = query.bind(crate::domain::text::fold(name));
+        }
+        query.bind(id).execute(self.conn()).await?;
         Ok(())
     }
 }

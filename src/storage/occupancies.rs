@@ -125,7 +125,7 @@ impl Tx {
                 }
                 if current == Some(true) {
                     sql.push(" AND (end_date IS NULL OR end_date >= ")
-                        .push_bind(chrono::Utc::now().date_naive())
+                        .push_bind(crate::domain::text::local_today())
                         .push(")");
                 }
             },

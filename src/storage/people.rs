@@ -80,6 +80,13 @@ impl Tx {
         .bind(&input.notes)
         .fetch_one(self.conn())
         .await?;
+        self.set_match_keys(
+            Table::People,
+            id,
+            &[&input.full_name, input.email.as_deref().unwrap_or_default()],
+            Some(&input.full_name),
+        )
+        .await?;
         self.audit_upsert(actor, Table::People, residence_id, id, None)
             .await
     }
@@ -95,10 +102,11 @@ impl Tx {
         name_or_email: &str,
     ) -> Result<Option<Person>> {
         Ok(sqlx::query_as(
-            "SELECT * FROM people WHERE residence_id = $1 AND (LOWER(full_name) = $2 OR LOWER(email) = $2)
+            "SELECT * FROM people WHERE residence_id = $1 AND (name_key = $2 OR email = $3)
              ORDER BY id LIMIT 1",
         )
         .bind(residence_id)
+        .bind(text::fold(name_or_email))
         .bind(name_or_email.trim().to_lowercase())
         .fetch_optional(self.conn())
         .await?)
@@ -116,12 +124,7 @@ impl Tx {
                 sql.push("FROM people WHERE residence_id = ")
                     .push_bind(residence_id);
                 if let Some(q) = &q {
-                    let pattern = super::like(q);
-                    sql.push(" AND (LOWER(full_name) LIKE ")
-                        .push_bind(pattern.clone());
-                    sql.push(" OR LOWER(email) LIKE ")
-                        .push_bind(pattern)
-                        .push(")");
+                    sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                 }
                 if let Some(caretaker) = caretaker {
                     sql.push(" AND is_caretaker = ").push_bind(caretaker);
@@ -156,6 +159,13 @@ impl Tx {
         .bind(residence_id)
         .bind(id)
         .execute(self.conn())
+        .await?;
+        self.set_match_keys(
+            Table::People,
+            id,
+            &[&input.full_name, input.email.as_deref().unwrap_or_default()],
+            Some(&input.full_name),
+        )
         .await?;
         self.audit_upsert(actor, Table::People, residence_id, id, Some(&before))
             .await

@@ -108,10 +108,10 @@ impl Tx {
         name: &str,
     ) -> Result<Option<AccessProfile>> {
         let found: Option<AccessProfile> = sqlx::query_as(
-            "SELECT * FROM access_profiles WHERE residence_id = $1 AND LOWER(name) = $2",
+            "SELECT * FROM access_profiles WHERE residence_id = $1 AND name_key = $2",
         )
         .bind(residence_id)
-        .bind(name.trim().to_lowercase())
+        .bind(text::fold(name))
         .fetch_optional(self.conn())
         .await?;
         match found {
@@ -135,6 +135,8 @@ impl Tx {
         .fetch_one(self.conn())
         .await?;
         self.set_profile_locks(residence_id, id, &input.lock_ids)
+            .await?;
+        self.set_match_keys(Table::Profiles, id, &[&input.name], Some(&input.name))
             .await?;
         let after = self.profile(residence_id, id).await?;
         self.audit_row(
@@ -168,7 +170,7 @@ impl Tx {
                         .push(")");
                     }
                     if let Some(q) = &q {
-                        sql.push(" AND LOWER(name) LIKE ").push_bind(super::like(q));
+                        sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                     }
                 },
                 "name, id",
@@ -203,6 +205,8 @@ impl Tx {
             .await?;
         self.set_profile_locks(residence_id, id, &input.lock_ids)
             .await?;
+        self.set_match_keys(Table::Profiles, id, &[&input.name], Some(&input.name))
+            .await?;
         let after = self.profile(residence_id, id).await?;
         self.audit_row(
             actor,
@@ -223,12 +227,12 @@ impl Tx {
         id: i64,
     ) -> Result<()> {
         let before = self.profile(residence_id, id).await?;
-        for table in ["profile_locks", "key_profiles"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE profile_id = $1"))
-                .bind(id)
-                .execute(self.conn())
-                .await?;
-        }
+        self.remove_profile_from_keys(actor, residence_id, id)
+            .await?;
+        sqlx::query("DELETE FROM profile_locks WHERE profile_id = $1")
+            .bind(id)
+            .execute(self.conn())
+            .await?;
         self.delete_row(Table::Profiles, residence_id, id).await?;
         self.audit_row(
             actor,

@@ -78,6 +78,13 @@ impl Tx {
         .bind(&input.notes)
         .fetch_one(self.conn())
         .await?;
+        self.set_match_keys(
+            Table::Providers,
+            id,
+            &[&input.name, &input.trade],
+            Some(&input.name),
+        )
+        .await?;
         self.audit_upsert(actor, Table::Providers, residence_id, id, None)
             .await
     }
@@ -92,9 +99,9 @@ impl Tx {
         name: &str,
     ) -> Result<Option<Provider>> {
         Ok(
-            sqlx::query_as("SELECT * FROM providers WHERE residence_id = $1 AND LOWER(name) = $2")
+            sqlx::query_as("SELECT * FROM providers WHERE residence_id = $1 AND name_key = $2")
                 .bind(residence_id)
-                .bind(name.trim().to_lowercase())
+                .bind(text::fold(name))
                 .fetch_optional(self.conn())
                 .await?,
         )
@@ -112,12 +119,7 @@ impl Tx {
                 sql.push("FROM providers WHERE residence_id = ")
                     .push_bind(residence_id);
                 if let Some(q) = &q {
-                    let pattern = super::like(q);
-                    sql.push(" AND (LOWER(name) LIKE ")
-                        .push_bind(pattern.clone());
-                    sql.push(" OR LOWER(trade) LIKE ")
-                        .push_bind(pattern)
-                        .push(")");
+                    sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                 }
             },
             "name, id",
@@ -149,6 +151,13 @@ impl Tx {
         .bind(residence_id)
         .bind(id)
         .execute(self.conn())
+        .await?;
+        self.set_match_keys(
+            Table::Providers,
+            id,
+            &[&input.name, &input.trade],
+            Some(&input.name),
+        )
         .await?;
         self.audit_upsert(actor, Table::Providers, residence_id, id, Some(&before))
             .await

@@ -84,7 +84,7 @@ pub(crate) fn push_unit_visibility(
             ));
             sql.push_bind(person);
             sql.push(" AND (end_date IS NULL OR end_date >= ");
-            sql.push_bind(chrono::Utc::now().date_naive());
+            sql.push_bind(crate::domain::text::local_today());
             sql.push("))");
         }
         // Providers see no units.
@@ -122,6 +122,8 @@ impl Tx {
         .bind(input.area_m2)
         .fetch_one(self.conn())
         .await?;
+        self.set_match_keys(Table::Units, id, &[&input.lot_number], None)
+            .await?;
         self.audit_upsert(actor, Table::Units, residence_id, id, None)
             .await
     }
@@ -177,8 +179,7 @@ impl Tx {
                     sql.push(" AND kind = ").push_bind(kind);
                 }
                 if let Some(q) = &q {
-                    sql.push(" AND LOWER(lot_number) LIKE ")
-                        .push_bind(super::like(q));
+                    sql.push(" AND search_key LIKE ").push_bind(super::like(q));
                 }
             },
             "lot_number, id",
@@ -212,6 +213,8 @@ impl Tx {
         .bind(id)
         .execute(self.conn())
         .await?;
+        self.set_match_keys(Table::Units, id, &[&input.lot_number], None)
+            .await?;
         self.audit_upsert(actor, Table::Units, residence_id, id, Some(&before))
             .await
     }
