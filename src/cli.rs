@@ -239,15 +239,27 @@ async fn serve(store: Store, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "gardien API listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let engine = config.sync.enabled.then(|| {
+        let mut stopped = stopped.clone();
+        let engine = crate::sync::Engine::new(store.clone(), config.sync.clone());
+        tokio::spawn(engine.run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
     };
-    let shutdown = async {
+    let shutdown = async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
+        let _ = stop.send(true);
     };
     http::serve(listener, state, shutdown).await?;
+    if let Some(engine) = engine {
+        let _ = engine.await;
+    }
     store.close().await;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Configuration: defaults that need nothing, then a TOML file, then `GARDIEN_*`
-//! environment variables (`GARDIEN_LISTEN=0.0.0.0:8080`).
+//! environment variables (`GARDIEN_LISTEN=0.0.0.0:8080`, `GARDIEN_SYNC__CONCURRENCY=32`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,6 +24,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// tracing filter, e.g. `info` or `gardien=debug,tower_http=info`.
     pub log: String,
+    /// The lock-programming engine.
+    pub sync: crate::sync::SyncConfig,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             session_hours: 14 * 24,
             secure_cookies: false,
             log: "info".into(),
+            sync: crate::sync::SyncConfig::default(),
         }
     }
 }
@@ -54,7 +57,11 @@ impl Config {
             None => {}
         }
         let config: Config = figment
-            .merge(Env::prefixed("GARDIEN_").ignore(&["CONFIG", "PASSWORD"]))
+            .merge(
+                Env::prefixed("GARDIEN_")
+                    .ignore(&["CONFIG", "PASSWORD"])
+                    .split("__"),
+            )
             .extract()
             .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
         if config.session_hours < 1 {

@@ -280,6 +280,7 @@ async fn seed_locks(tx: &mut Tx, actor: &Actor, rid: i64) -> Result<DemoLocks> {
         address: "127.0.0.1:15020".into(),
         modbus_unit: Some(1),
         notes: "simulée".into(),
+        policy: crate::domain::Policy::Enforce,
     };
     let px2 = tx.insert_controller(actor, rid, &px2.validated()?).await?;
     let kl8 = ControllerInput {
@@ -289,6 +290,7 @@ async fn seed_locks(tx: &mut Tx, actor: &Actor, rid: i64) -> Result<DemoLocks> {
         address: "127.0.0.1:15021".into(),
         modbus_unit: Some(17),
         notes: "simulée".into(),
+        policy: crate::domain::Policy::Enforce,
     };
     let kl8 = tx.insert_controller(actor, rid, &kl8.validated()?).await?;
     let mut halls = Vec::new();

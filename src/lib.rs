@@ -12,5 +12,6 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod storage;
+pub mod sync;
 
 pub use error::{Error, Result};

@@ -88,10 +88,15 @@ fn page_ids(response: &Response) -> Vec<i64> {
     common::ids(&response.body["items"])
 }
 
-/// Records a key of kind `other` with `fields` (holder, unit, profiles…).
-async fn new_key(admin: &Client, f: &Fixture, identifier: &str, mut fields: Value) -> i64 {
-    fields["kind"] = json!("other");
-    fields["identifier"] = json!(identifier);
+/// Records a parking remote named by `name` (its serial derives from the name) with
+/// `fields` (holder, unit, profiles…).
+async fn new_key(admin: &Client, f: &Fixture, name: &str, mut fields: Value) -> i64 {
+    let serial = name.bytes().fold(17u64, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(u64::from(byte))
+    }) % 4_000_000_000;
+    fields["kind"] = json!("remote");
+    fields["identifier"] = json!(serial.to_string());
+    fields["label"] = json!(name);
     admin.create(&f.path("/keys"), fields).await
 }
 
@@ -306,7 +311,7 @@ async fn each_role_on_the_records_of_the_residence() {
         Family {
             name: "controllers",
             existing: f.controller,
-            create: json!({ "name": "Centrale B", "model": "KL-8", "transport": "mqtt", "address": "gardien/b" }),
+            create: json!({ "name": "Centrale B", "model": "KL-8", "transport": "modbus_tcp", "address": "127.0.0.1:1503", "modbus_unit": 17 }),
             expect: [MANAGES, MANAGES, REFUSED, REFUSED],
         },
         Family {
@@ -845,6 +850,9 @@ async fn path_ids(
         ("profiles", f.profiles[0]),
         ("keys", key),
         ("members", member),
+        // No alert or drift exists yet: any id must still answer 404 across residences.
+        ("alerts", 999_999),
+        ("drift", 999_999),
     ])
 }
 
@@ -856,7 +864,7 @@ fn residence_path(template: &str, rid: i64, ids: &HashMap<&str, i64>) -> String 
         .enumerate()
         .map(|(index, segment)| match *segment {
             "{rid}" => rid.to_string(),
-            "{id}" | "{user_id}" => {
+            "{id}" | "{user_id}" | "{drift_id}" => {
                 let family = segments[index - 1];
                 ids.get(family)
                     .unwrap_or_else(|| panic!("no id for {family} in {template}"))
@@ -889,7 +897,7 @@ fn plausible_body(method: &Method, template: &str, f: &Fixture) -> Option<Value>
             json!({ "unit_id": f.units[0], "person_id": f.people[1], "role": "tenant" })
         }
         (Some("controllers"), _) => {
-            json!({ "name": "Intrus", "model": "PX-2", "transport": "mqtt", "address": "x" })
+            json!({ "name": "Intrus", "model": "PX-2", "transport": "modbus_tcp", "address": "192.0.2.1:502", "modbus_unit": 1 })
         }
         (Some("locks"), _) => json!({ "name": "Intrus", "kind": "gate" }),
         (Some("profiles"), _) => json!({ "name": "Intrus", "lock_ids": [f.locks[0]] }),
@@ -902,6 +910,7 @@ fn plausible_body(method: &Method, template: &str, f: &Fixture) -> Option<Value>
         (Some("keys"), Some("keys")) => json!({ "label": "volé", "profile_ids": [f.profiles[1]] }),
         (Some("keys"), Some("hand-over")) => json!({ "holder_person_id": f.people[1] }),
         (Some("keys"), Some(_)) => json!({ "reason": "intrusion" }),
+        (Some("alerts" | "drift" | "access-events"), _) => json!({}),
         (Some(other), _) => panic!("no plausible body for {method} {template} ({other})"),
     };
     Some(body)

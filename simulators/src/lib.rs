@@ -1,1 +1,74 @@
-//! Simulated devices for tests and the demo.
+//! Simulated lock controllers for gardien's tests and demo.
+//!
+//! Two controllers are modelled from their interface manuals
+//! (`shared/devices/PX-2-lock-controller.md` and `KL-8-lock-controller.md`): the
+//! PX-2, programmed through a command mailbox, with a digest and an access event log,
+//! and the KL-8, whose card records are written directly and survive a power cut only
+//! once saved to flash. The simulators follow the manuals, not gardien's drivers, so a
+//! driver that passes against them should pass against a real device.
+//!
+//! Layers, bottom up:
+//! - [`px2`] and [`kl8`]: each controller as pure state with its register map; time is
+//!   an argument, so they are unit-tested without waiting.
+//! - [`device`]: cloneable handles ([`Px2Device`], [`Kl8Device`]) sharing one state
+//!   behind a lock, with its [`Faults`]; also where a badge is presented.
+//! - [`faults`]: latency, lost requests and answers, closed connections, injected
+//!   exceptions, offline periods, drawn from a seedable RNG.
+//! - [`server`]: tokio-modbus services on TCP and on an RTU serial line, where several
+//!   devices can share the bus.
+//! - [`pty`]: a pair of linked pseudo-terminals, to run RTU without hardware.
+//! - [`config`] and [`control`]: the `gardien-sim` binary's TOML file and stdin
+//!   commands.
+//!
+//! # How the manuals are read
+//!
+//! Where a manual leaves room, the simulators take the strict reading, so a driver
+//! that relies on unwritten behaviour fails here rather than in the field:
+//! - A request covering any unmapped address, including gaps such as PX-2 holding
+//!   registers 7-9, fails whole with 02. Unlisted function codes get 01.
+//! - PX-2 writes: only the whole mailbox (10-19) or the whole clock (30-31) with one
+//!   FC16; any other write is 03. While a command runs, a write touching 10-19 gets 06.
+//! - PX-2 mailbox: a block whose sequence is 0 or repeats the previous command's is
+//!   stored but runs nothing, so retrying a write whose answer was lost is harmless.
+//!   ADD, DELETE_UID and SET_DOORS need uid_len 1-10 with zero padding, and
+//!   `reserved` must be 0 (else BAD_REQUEST); OPEN_DOOR ignores the UID fields.
+//! - PX-2 power-up: boot counter +1, the event log and the mailbox and result
+//!   registers restart (result reads 0, 0, 0xFFFF), a running command is lost. A
+//!   factory reset also empties the table and sets the boot counter to 0. A new
+//!   simulator has just powered up once: boot counter 1.
+//! - KL-8 writes: FC16 of exactly one record (4 registers from its start, `state` 0
+//!   or 1), or FC06 of 0 to a `state` register, which leaves card and mask in place;
+//!   anything else is 03. The save copies the table as it is when 1 is written;
+//!   writing 1 again restarts it.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use gardien_simulators::{serve_tcp, Faults, Px2Config, Px2Device, Uid};
+//! let px2 = Px2Device::new(Px2Config::default(), Faults::seeded(1));
+//! let server = serve_tcp(px2.clone(), "127.0.0.1:0").await?;
+//! println!("PX-2 on {}", server.local_addr());
+//! let uid = Uid::from_hex("04A22B91").unwrap();
+//! px2.present(&uid, 1).unwrap();
+//! # Ok(()) }
+//! ```
+
+pub mod access;
+pub mod config;
+pub mod control;
+pub mod device;
+pub mod faults;
+pub mod kl8;
+pub mod pty;
+pub mod px2;
+mod regs;
+pub mod server;
+pub mod uid;
+
+pub use access::{AccessResult, PresentError};
+pub use device::{AnyDevice, Device, Kl8Device, Kl8Snapshot, Px2Device, Px2Snapshot};
+pub use faults::{FaultSettings, Faults};
+pub use kl8::{Kl8Config, Record};
+pub use pty::PtyLink;
+pub use px2::{Entry, Px2Config};
+pub use server::{serve_rtu, serve_tcp, serve_tcp_units, Server, TcpServer};
+pub use uid::Uid;

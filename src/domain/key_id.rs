@@ -117,13 +117,17 @@ pub fn badge_card_number(uid: &[u8]) -> Option<u32> {
 }
 
 pub fn parse_remote_serial(input: &str) -> Result<u32, Error> {
-    let digits: String = input
-        .trim()
+    let trimmed = input.trim();
+    // Separators go between digits; a leading sign is not a serial.
+    let signed = trimmed.starts_with(['-', '+']);
+    let digits: String = trimmed
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '.'))
         .collect();
-    let valid =
-        !digits.is_empty() && digits.len() <= 10 && digits.bytes().all(|b| b.is_ascii_digit());
+    let valid = !signed
+        && !digits.is_empty()
+        && digits.len() <= 10
+        && digits.bytes().all(|b| b.is_ascii_digit());
     valid
         .then(|| digits.parse::<u32>().ok())
         .flatten()

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 
 /// Declares a closed set of values stored as snake_case text and shown as such in JSON.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         #[sqlx(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$variant_meta])* $variant),+ }
 
         impl $name {
             pub fn as_str(self) -> &'static str {
@@ -42,4 +42,20 @@ text_enum!(
 text_enum!(
     /// How the service reaches a lock controller.
     Transport { ModbusTcp => "modbus_tcp", ModbusRtu => "modbus_rtu", Mqtt => "mqtt" }
+);
+
+text_enum!(
+    /// Where a change a controller must make stands.
+    SyncState { Pending => "pending", Confirmed => "confirmed", Failed => "failed" }
+);
+
+text_enum!(
+    /// What to do with entries a controller holds that the database does not know:
+    /// report them (`audit`, the default for a new controller) or remove them (`enforce`).
+    #[derive(Default)]
+    Policy {
+        #[default]
+        Audit => "audit",
+        Enforce => "enforce",
+    }
 );

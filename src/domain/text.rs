@@ -95,8 +95,9 @@ pub fn period<T: PartialOrd + std::fmt::Display>(
     }
 }
 
-/// A list of ids given by a client: no duplicates kept, at most 500.
-pub fn id_set(field: &str, mut ids: Vec<i64>) -> Result<Vec<i64>, Error> {
+/// A list of ids given by a client: at most 500, kept as sent (repeats included) so
+/// that an error names the position the client sent; writers drop repeats.
+pub fn id_list(field: &str, ids: Vec<i64>) -> Result<Vec<i64>, Error> {
     const MAX: usize = 500;
     if ids.len() > MAX {
         return Err(Error::invalid(
@@ -104,8 +105,6 @@ pub fn id_set(field: &str, mut ids: Vec<i64>) -> Result<Vec<i64>, Error> {
             format!("{} éléments : {MAX} au plus", ids.len()),
         ));
     }
-    ids.sort_unstable();
-    ids.dedup();
     Ok(ids)
 }
 

@@ -24,16 +24,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // `application/json`, optionally with parameters (`; charset=utf-8`).
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| {
-                value
-                    .trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"));
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rejection| {
@@ -70,6 +67,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 None,
             ));
         }
+        let invalid_json =
+            |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", detail, None);
+        // serde would also fill a struct from an array, field by field: only objects.
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(invalid_json("un objet JSON { … } est attendu".into()));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(text);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let path = err.path().to_string();
@@ -84,6 +87,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
             field_error(&path, &detail.to_string())
         })?;
+        deserializer
+            .end()
+            .map_err(|err| invalid_json(format!("JSON mal formé : texte après l'objet ({err})")))?;
         Ok(ApiJson(value))
     }
 }
@@ -257,9 +263,17 @@ impl FromRequestParts<AppState> for Member {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let current = CurrentUser::from_request_parts(parts, state).await?;
+        let invalid_rid = |detail: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                format!("rid : {detail}"),
+                Some("rid".into()),
+            )
+        };
         let params = axum::extract::RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|_| Error::Internal("route without path parameters behind Member".into()))?;
+            .map_err(|_| invalid_rid("paramètre de chemin illisible (UTF-8 invalide)"))?;
         let raw = params
             .iter()
             .find(|(name, _)| *name == "rid")

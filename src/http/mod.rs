@@ -12,6 +12,7 @@ mod members;
 mod residences;
 mod serde_messages;
 mod structure;
+mod sync;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(structure::routes())
         .merge(keys::routes())
         .merge(audit::routes())
+        .merge(sync::routes())
         .split_for_parts()
 }
 

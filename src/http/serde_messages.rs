@@ -39,6 +39,18 @@ pub fn french(path: &str, detail: &str) -> (String, String) {
         };
         return (field, message);
     }
+    if detail.starts_with("duplicate field ") {
+        let name = quoted.first().cloned().unwrap_or_default();
+        let field = if path.ends_with(&name) {
+            path.to_owned()
+        } else {
+            in_path(&name)
+        };
+        return (
+            field,
+            "champ donné deux fois : une seule valeur est acceptée".to_owned(),
+        );
+    }
     let field = if path == "." || path.is_empty() {
         "corps".to_owned()
     } else {

@@ -5,7 +5,7 @@ use sqlx::QueryBuilder;
 
 use super::audit::Actor;
 use super::{Db, Page, PageRequest, Table, Tx};
-use crate::domain::{text, Transport};
+use crate::domain::{text, Policy, Transport};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -18,6 +18,9 @@ pub struct Controller {
     pub address: String,
     pub modbus_unit: Option<i64>,
     pub notes: String,
+    /// The device profile (firmware-config/) the model resolved to.
+    pub profile_id: String,
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -35,6 +38,10 @@ pub struct ControllerInput {
     pub modbus_unit: Option<i64>,
     #[serde(default)]
     pub notes: String,
+    /// Entries the controller holds that the database does not know: `audit`
+    /// (report them, the default) or `enforce` (remove them).
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 impl ControllerInput {
@@ -114,6 +121,43 @@ pub struct ControllerFilter {
 }
 
 impl Tx {
+    /// Resolves the model to a device profile and stores it with the policy; refuses a
+    /// model no profile describes or a transport the device does not speak.
+    async fn set_controller_profile(&mut self, id: i64, input: &ControllerInput) -> Result<()> {
+        let profiles = self.device_profiles();
+        let profile = profiles.for_model(&input.model, None).ok_or_else(|| {
+            Error::invalid(
+                "model",
+                format!(
+                    "modèle « {} » inconnu ; modèles pris en charge : {}",
+                    input.model,
+                    profiles.models().join(", ")
+                ),
+            )
+        })?;
+        if input.transport == Transport::Mqtt {
+            return Err(Error::invalid(
+                "transport",
+                format!(
+                    "un {} se programme en Modbus : modbus_tcp ou modbus_rtu",
+                    profile.model
+                ),
+            ));
+        }
+        if input.transport == Transport::ModbusRtu {
+            gardien_drivers::Endpoint::rtu(&input.address, profile.modbus.serial)
+                .map_err(|err| Error::invalid("address", err))?;
+        }
+        let profile_id = profile.id.clone();
+        sqlx::query("UPDATE controllers SET profile_id = $1, policy = $2 WHERE id = $3")
+            .bind(profile_id)
+            .bind(input.policy)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
     pub async fn insert_controller(
         &mut self,
         actor: &Actor,
@@ -135,8 +179,12 @@ impl Tx {
         .await?;
         self.set_match_keys(Table::Controllers, id, &[&input.name, &input.model], None)
             .await?;
-        self.audit_upsert(actor, Table::Controllers, residence_id, id, None)
-            .await
+        self.set_controller_profile(id, input).await?;
+        let controller = self
+            .audit_upsert(actor, Table::Controllers, residence_id, id, None)
+            .await?;
+        self.refresh_access(residence_id, None).await?;
+        Ok(controller)
     }
 
     pub async fn controller(&mut self, residence_id: i64, id: i64) -> Result<Controller> {
@@ -194,8 +242,12 @@ impl Tx {
         .await?;
         self.set_match_keys(Table::Controllers, id, &[&input.name, &input.model], None)
             .await?;
-        self.audit_upsert(actor, Table::Controllers, residence_id, id, Some(&before))
-            .await
+        self.set_controller_profile(id, input).await?;
+        let controller = self
+            .audit_upsert(actor, Table::Controllers, residence_id, id, Some(&before))
+            .await?;
+        self.refresh_access(residence_id, None).await?;
+        Ok(controller)
     }
 
     pub async fn delete_controller(
@@ -204,6 +256,20 @@ impl Tx {
         residence_id: i64,
         id: i64,
     ) -> Result<()> {
+        self.controller(residence_id, id).await?;
+        // What the service knew of the device goes with it; its events and alerts stay
+        // (and then refuse the deletion: history is not erased).
+        for table in [
+            "key_sync",
+            "controller_status",
+            "controller_entries",
+            "drift",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE controller_id = $1"))
+                .bind(id)
+                .execute(self.conn())
+                .await?;
+        }
         self.delete_audited::<Controller>(actor, Table::Controllers, residence_id, id)
             .await
     }

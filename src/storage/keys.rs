@@ -79,7 +79,7 @@ impl KeyInput {
             valid_from,
             valid_until,
             notes: text::bounded("notes", &self.notes, 0, 2000)?,
-            profile_ids: text::id_set("profile_ids", self.profile_ids)?,
+            profile_ids: text::id_list("profile_ids", self.profile_ids)?,
             ..self
         })
     }
@@ -110,7 +110,7 @@ impl KeyUpdate {
             valid_from,
             valid_until,
             notes: text::bounded("notes", &self.notes, 0, 2000)?,
-            profile_ids: text::id_set("profile_ids", self.profile_ids)?,
+            profile_ids: text::id_list("profile_ids", self.profile_ids)?,
         })
     }
 }
@@ -225,7 +225,7 @@ fn push_key_visibility(sql: &mut QueryBuilder<'static, Db>, visibility: Visibili
 }
 
 /// SQL condition: the key is active and within its validity period at `at`.
-fn push_key_in_force(sql: &mut QueryBuilder<'static, Db>, at: DateTime<Utc>) {
+pub(crate) fn push_key_in_force(sql: &mut QueryBuilder<'static, Db>, at: DateTime<Utc>) {
     sql.push(" AND k.status = ").push_bind(KeyStatus::Active);
     sql.push(" AND (k.valid_from IS NULL OR k.valid_from <= ")
         .push_bind(at)
@@ -358,6 +358,7 @@ impl Tx {
             .await?;
         let key = self.key(residence_id, id, Visibility::Everything).await?;
         self.audit_key(actor, &key, "create", "", None).await?;
+        self.refresh_access(residence_id, Some(&[id])).await?;
         Ok(key)
     }
 
@@ -371,7 +372,10 @@ impl Tx {
             .bind(key_id)
             .execute(self.conn())
             .await?;
-        for profile in profile_ids {
+        for profile in profile_ids
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             sqlx::query(
                 "INSERT INTO key_profiles (residence_id, key_id, profile_id) VALUES ($1, $2, $3)",
             )
@@ -569,6 +573,7 @@ impl Tx {
         let after = self.key(residence_id, id, Visibility::Everything).await?;
         self.audit_key(actor, &after, "update", "", Some(&before))
             .await?;
+        self.refresh_access(residence_id, Some(&[after.id])).await?;
         Ok(after)
     }
 
@@ -605,6 +610,7 @@ impl Tx {
         let after = self.key(residence_id, id, Visibility::Everything).await?;
         self.audit_key(actor, &after, action.as_str(), &reason, Some(&before))
             .await?;
+        self.refresh_access(residence_id, Some(&[after.id])).await?;
         Ok(after)
     }
 
@@ -651,6 +657,7 @@ impl Tx {
             Some(&before),
         )
         .await?;
+        self.refresh_access(residence_id, Some(&[id])).await?;
         Ok(after)
     }
 

@@ -110,8 +110,11 @@ impl Tx {
         .await?;
         self.set_match_keys(Table::Locks, id, &[&input.name], None)
             .await?;
-        self.audit_upsert(actor, Table::Locks, residence_id, id, None)
-            .await
+        let lock = self
+            .audit_upsert(actor, Table::Locks, residence_id, id, None)
+            .await?;
+        self.refresh_access(residence_id, None).await?;
+        Ok(lock)
     }
 
     pub async fn lock(&mut self, residence_id: i64, id: i64) -> Result<Lock> {
@@ -176,12 +179,20 @@ impl Tx {
         .await?;
         self.set_match_keys(Table::Locks, id, &[&input.name], None)
             .await?;
-        self.audit_upsert(actor, Table::Locks, residence_id, id, Some(&before))
-            .await
+        let lock = self
+            .audit_upsert(actor, Table::Locks, residence_id, id, Some(&before))
+            .await?;
+        self.refresh_access(residence_id, None).await?;
+        Ok(lock)
     }
 
     pub async fn delete_lock(&mut self, actor: &Actor, residence_id: i64, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM profile_locks WHERE lock_id = $1")
+            .bind(id)
+            .execute(self.conn())
+            .await?;
         self.delete_audited::<Lock>(actor, Table::Locks, residence_id, id)
-            .await
+            .await?;
+        self.refresh_access(residence_id, None).await
     }
 }

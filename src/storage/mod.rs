@@ -18,10 +18,15 @@ pub mod people;
 pub mod profiles;
 pub mod providers;
 pub mod residences;
+pub mod sync;
 pub mod units;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use gardien_drivers::Registry;
+use tokio::sync::Notify;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
@@ -36,11 +41,19 @@ pub(crate) type Db = Sqlite;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Device profiles, to turn keys into what each controller stores.
+    profiles: Arc<Registry>,
+    /// Woken when a commit leaves work for the lock controllers.
+    sync_wakeup: Arc<Notify>,
 }
 
 /// An open transaction. Dropped without [`Tx::commit`], it rolls back.
 pub struct Tx {
     inner: sqlx::Transaction<'static, Db>,
+    profiles: Arc<Registry>,
+    sync_wakeup: Arc<Notify>,
+    /// Set when this transaction wrote pending work for controllers.
+    pub(crate) wrote_sync_work: bool,
 }
 
 impl Store {
@@ -65,7 +78,13 @@ impl Store {
             .max_connections(max_connections)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
+        let profiles = Registry::builtin()
+            .map_err(|err| Error::Internal(format!("device profiles: {err}")))?;
+        let store = Store {
+            pool,
+            profiles: Arc::new(profiles),
+            sync_wakeup: Arc::new(Notify::new()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -88,7 +107,27 @@ impl Store {
 
     async fn begin(&self, statement: &'static str) -> Result<Tx> {
         let inner = self.pool.begin_with(statement).await?;
-        Ok(Tx { inner })
+        Ok(Tx {
+            inner,
+            profiles: self.profiles.clone(),
+            sync_wakeup: self.sync_wakeup.clone(),
+            wrote_sync_work: false,
+        })
+    }
+
+    /// The device profiles known to this build.
+    pub fn profiles(&self) -> &Registry {
+        &self.profiles
+    }
+
+    /// Wakes the sync engine, e.g. after a visit that may have left work behind.
+    pub fn wake_sync(&self) {
+        self.sync_wakeup.notify_one();
+    }
+
+    /// Completes when a commit has left work for the lock controllers.
+    pub async fn sync_work_written(&self) {
+        self.sync_wakeup.notified().await;
     }
 
     pub async fn close(&self) {
@@ -99,7 +138,14 @@ impl Store {
 impl Tx {
     pub async fn commit(self) -> Result<()> {
         self.inner.commit().await?;
+        if self.wrote_sync_work {
+            self.sync_wakeup.notify_one();
+        }
         Ok(())
+    }
+
+    pub(crate) fn device_profiles(&self) -> &Registry {
+        &self.profiles
     }
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {

@@ -34,7 +34,7 @@ pub struct ProfileInput {
 
 impl ProfileInput {
     pub fn validated(mut self) -> Result<Self> {
-        self.lock_ids = text::id_set("lock_ids", self.lock_ids)?;
+        self.lock_ids = text::id_list("lock_ids", self.lock_ids)?;
         Ok(ProfileInput {
             name: text::bounded("name", &self.name, 1, 100)?,
             description: text::bounded("description", &self.description, 0, 500)?,
@@ -74,7 +74,7 @@ impl Tx {
             .bind(profile_id)
             .execute(self.conn())
             .await?;
-        for lock in lock_ids {
+        for lock in lock_ids.iter().collect::<std::collections::BTreeSet<_>>() {
             sqlx::query(
                 "INSERT INTO profile_locks (residence_id, profile_id, lock_id) VALUES ($1, $2, $3)",
             )
@@ -147,6 +147,7 @@ impl Tx {
             diff(None, Some(&after)),
         )
         .await?;
+        self.refresh_access(residence_id, None).await?;
         Ok(after)
     }
 
@@ -216,6 +217,7 @@ impl Tx {
             diff(Some(&before), Some(&after)),
         )
         .await?;
+        self.refresh_access(residence_id, None).await?;
         Ok(after)
     }
 
@@ -241,6 +243,7 @@ impl Tx {
             "delete",
             diff(Some(&before), None),
         )
-        .await
+        .await?;
+        self.refresh_access(residence_id, None).await
     }
 }

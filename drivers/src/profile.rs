@@ -1,0 +1,290 @@
+//! Device profiles: register maps, limits and capabilities per model and firmware
+//! line, read from the TOML files of `firmware-config/`. A model that differs only in
+//! addresses, capacity or word order gets a new file, not new code.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::registers::{Field, WordOrder};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProfile {
+    /// Stable identity, e.g. `px2-fw2`.
+    pub id: String,
+    /// Version of this profile file.
+    pub version: u32,
+    /// Model name as users write it ("PX-2").
+    pub model: String,
+    pub description: String,
+    /// Value of the model register.
+    pub model_code: u16,
+    /// Firmware major version this profile is for.
+    pub firmware_major: u8,
+    pub modbus: ModbusSettings,
+    pub identity: IdentityMap,
+    pub keys: KeySupport,
+    pub layout: Layout,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusSettings {
+    pub default_unit: u8,
+    pub tcp_port: u16,
+    /// Most registers per read.
+    pub max_read: u16,
+    /// Most registers per write.
+    pub max_write: u16,
+    /// How long to wait for an answer.
+    pub timeout_ms: u64,
+    pub serial: SerialSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSettings {
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// Holding registers that identify the device and summarise its state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMap {
+    pub model: Field,
+    pub firmware: Field,
+    pub capacity: Field,
+    pub used: Option<Field>,
+    pub digest: Option<Field>,
+    pub boot_counter: Option<Field>,
+    pub change_counter: Option<Field>,
+    pub clock: Option<Field>,
+    pub doors: Option<Field>,
+}
+
+impl IdentityMap {
+    /// The fields read on every visit: identity and table summary. The clock is read
+    /// on its own when needed.
+    pub fn summary_fields(&self) -> impl Iterator<Item = &Field> {
+        [
+            &self.used,
+            &self.digest,
+            &self.boot_counter,
+            &self.change_counter,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([&self.model, &self.firmware, &self.capacity])
+    }
+}
+
+/// Which keys the device can hold and how it names them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySupport {
+    /// Badge UID lengths in bytes it can store.
+    pub badge_uid_lengths: Vec<usize>,
+    pub badge_encoding: BadgeEncoding,
+    pub remote_encoding: RemoteEncoding,
+    /// Door outputs a mask can address.
+    pub max_doors: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadgeEncoding {
+    /// The UID bytes.
+    Uid,
+    /// A 4-byte UID read as a little-endian 32-bit card number.
+    CardLe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteEncoding {
+    /// The serial as a 4-byte big-endian UID.
+    UidBe32,
+    /// The serial as the card number.
+    Card,
+}
+
+/// How the key table is reached: the part of the protocol that differs between
+/// families, described by addresses so that models of a family share the code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Layout {
+    /// Read-only slot table, changes through a command mailbox, digest, event ring.
+    Px2Mailbox(MailboxLayout),
+    /// Records written directly by the client, change counter, save-to-flash coil.
+    Kl8Records(RecordLayout),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxLayout {
+    pub slots_base: u16,
+    pub slot_stride: u16,
+    pub uid_registers: u16,
+    pub mailbox_base: u16,
+    pub result_base: u16,
+    pub result_first_poll_ms: u64,
+    pub command_timeout_ms: u64,
+    pub events_written: u16,
+    pub events_ring_size: u16,
+    pub events_base: u16,
+    pub event_stride: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordLayout {
+    pub records_base: u16,
+    pub record_stride: u16,
+    pub card_word_order: WordOrder,
+    pub save_coil: u16,
+    pub open_door_coil_base: u16,
+    pub save_timeout_ms: u64,
+}
+
+/// The profiles known to this build, by id.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    profiles: BTreeMap<String, DeviceProfile>,
+}
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/profiles.rs"));
+}
+
+impl Registry {
+    /// The profiles of `firmware-config/`, embedded at build time.
+    pub fn builtin() -> Result<Registry, String> {
+        Registry::from_files(
+            embedded::EMBEDDED
+                .iter()
+                .map(|(name, text)| (name.to_string(), text.to_string())),
+        )
+    }
+
+    /// Parses and checks profiles given as (file name, TOML text).
+    pub fn from_files(
+        files: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Registry, String> {
+        let mut profiles = BTreeMap::new();
+        for (name, text) in files {
+            let profile: DeviceProfile =
+                toml::from_str(&text).map_err(|err| format!("{name}: {err}"))?;
+            profile.check().map_err(|err| format!("{name}: {err}"))?;
+            if let Some(previous) = profiles.insert(profile.id.clone(), profile) {
+                return Err(format!("{name}: profile id {} is used twice", previous.id));
+            }
+        }
+        Ok(Registry { profiles })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&DeviceProfile> {
+        self.profiles.get(id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &DeviceProfile> {
+        self.profiles.values()
+    }
+
+    /// The profile for a model name ("PX-2", case and dashes ignored) and, when known,
+    /// a firmware major version.
+    pub fn for_model(&self, model: &str, firmware_major: Option<u8>) -> Option<&DeviceProfile> {
+        let wanted = fold_model(model);
+        self.profiles
+            .values()
+            .filter(|p| fold_model(&p.model) == wanted)
+            .find(|p| firmware_major.is_none_or(|major| p.firmware_major == major))
+    }
+
+    /// Model names known, for error messages.
+    pub fn models(&self) -> Vec<String> {
+        let mut models: Vec<String> = self.profiles.values().map(|p| p.model.clone()).collect();
+        models.dedup();
+        models
+    }
+}
+
+fn fold_model(model: &str) -> String {
+    model
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+impl DeviceProfile {
+    /// Checks what the code relies on: limits within Modbus, a table that fits.
+    fn check(&self) -> Result<(), String> {
+        let m = &self.modbus;
+        if !(1..=125).contains(&m.max_read) || !(1..=123).contains(&m.max_write) {
+            return Err("modbus.max_read must be 1..=125 and max_write 1..=123".into());
+        }
+        if !(1..=247).contains(&m.default_unit) {
+            return Err("modbus.default_unit must be 1..=247".into());
+        }
+        if self.keys.max_doors == 0 || self.keys.max_doors > 16 {
+            return Err("keys.max_doors must be 1..=16".into());
+        }
+        match &self.layout {
+            Layout::Px2Mailbox(layout) => {
+                if self.identity.digest.is_none()
+                    || self.identity.used.is_none()
+                    || self.identity.boot_counter.is_none()
+                {
+                    return Err("a mailbox device needs identity.digest, identity.used and identity.boot_counter".into());
+                }
+                if layout.slot_stride < 2 + layout.uid_registers + 1
+                    || layout.slot_stride > m.max_read
+                {
+                    return Err(
+                        "layout.slot_stride must hold flags, uid_len, the uid and the door mask"
+                            .into(),
+                    );
+                }
+                if layout.event_stride < 4 + layout.uid_registers
+                    || layout.event_stride > m.max_read
+                {
+                    return Err(
+                        "layout.event_stride must hold time, uid_len, the uid, door and result"
+                            .into(),
+                    );
+                }
+                if self
+                    .keys
+                    .badge_uid_lengths
+                    .iter()
+                    .any(|len| *len == 0 || *len > usize::from(layout.uid_registers) * 2)
+                {
+                    return Err("keys.badge_uid_lengths do not fit the uid registers".into());
+                }
+            }
+            Layout::Kl8Records(layout) => {
+                if self.identity.change_counter.is_none() {
+                    return Err("a record device needs identity.change_counter".into());
+                }
+                if layout.record_stride < 4 || layout.record_stride > m.max_write {
+                    return Err(
+                        "layout.record_stride must hold card (2), door_mask and state".into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! The sync engine: makes the lock controllers hold what the database says.
+//!
+//! Work is durable: it sits in the `key_sync` outbox, written with the change that
+//! causes it. The engine wakes when a commit leaves work (or every `poll` for work left
+//! by another instance), and visits every controller that has some, concurrently up to
+//! a bound, so one slow or dead controller delays no other. A failed visit backs the
+//! controller off exponentially (the circuit is "open" after three failures in a row);
+//! its rows stay pending. A lease on each controller keeps two service instances from
+//! programming the same one. Keys whose validity starts or ends are recomputed on time.
+
+pub mod plan;
+pub mod visit;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::storage::Store;
+use visit::{visit, VisitKind};
+
+/// Failures in a row after which a controller's circuit counts as open.
+pub const CIRCUIT_OPEN_AFTER: i64 = 3;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Run the engine in `gardien serve`.
+    pub enabled: bool,
+    /// Controllers visited at once.
+    pub concurrency: usize,
+    /// How often to look for work written by other instances, in milliseconds.
+    pub poll_ms: u64,
+    /// Routine visit (verification, events, clock) of every controller, in seconds.
+    pub routine_seconds: u64,
+    /// Full table read and drift report of every controller, in seconds.
+    pub audit_seconds: u64,
+    /// Longest a visit may take, in seconds.
+    pub visit_timeout_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            enabled: true,
+            concurrency: 16,
+            poll_ms: 1000,
+            routine_seconds: 60,
+            audit_seconds: 6 * 3600,
+            visit_timeout_seconds: 120,
+        }
+    }
+}
+
+/// Delay before the next attempt after `failures` failed visits in a row: 1 s, 2 s,
+/// 4 s… up to 5 minutes.
+pub fn backoff(failures: i64) -> chrono::Duration {
+    let exponent = failures.clamp(1, 20) - 1;
+    let seconds = 1i64
+        .checked_shl(exponent as u32)
+        .unwrap_or(i64::MAX)
+        .min(300);
+    chrono::Duration::seconds(seconds)
+}
+
+pub struct Engine {
+    store: Store,
+    config: SyncConfig,
+    /// Identifies this instance in controller leases.
+    owner: String,
+    running: Arc<Mutex<HashSet<i64>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: SyncConfig) -> Engine {
+        let owner = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Engine {
+            store,
+            config,
+            owner,
+            running: Arc::default(),
+            permits,
+        }
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut checked_until = Utc::now();
+        loop {
+            let now = Utc::now();
+            if let Err(err) = self.refresh_validity(checked_until, now).await {
+                tracing::error!(%err, "recomputing keys whose validity started or ended");
+            } else {
+                checked_until = now;
+            }
+            if let Err(err) = self.dispatch(now).await {
+                tracing::error!(%err, "looking for controllers to visit");
+            }
+            let wait = self.next_wait(now).await;
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.store.sync_work_written() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Let visits under way finish cleanly.
+        let _ = self
+            .permits
+            .acquire_many(self.config.concurrency.max(1) as u32)
+            .await;
+    }
+
+    /// Until the next validity boundary or the poll interval, whichever comes first.
+    async fn next_wait(&self, now: DateTime<Utc>) -> Duration {
+        let poll = Duration::from_millis(self.config.poll_ms.max(10));
+        let boundary = match self.store.read().await {
+            Ok(mut tx) => tx.next_validity_boundary(now).await.ok().flatten(),
+            Err(_) => None,
+        };
+        match boundary.map(|at| (at - now).to_std().unwrap_or_default()) {
+            Some(until) => until.min(poll),
+            None => poll,
+        }
+    }
+
+    async fn refresh_validity(
+        &self,
+        after: DateTime<Utc>,
+        upto: DateTime<Utc>,
+    ) -> crate::Result<()> {
+        let mut tx = self.store.write().await?;
+        for residence in tx.residences_with_boundary(after, upto).await? {
+            tx.refresh_residence_access(residence).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Starts a visit for every controller with work due that is not being visited.
+    async fn dispatch(&self, now: DateTime<Utc>) -> crate::Result<()> {
+        let routine_before = now - chrono::Duration::seconds(self.config.routine_seconds as i64);
+        let due = self
+            .store
+            .read()
+            .await?
+            .due_controllers(now, routine_before)
+            .await?;
+        for controller in due {
+            let fresh = self
+                .running
+                .lock()
+                .map(|mut running| running.insert(controller))
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            let (store, config, owner, running, permits) = (
+                self.store.clone(),
+                self.config.clone(),
+                self.owner.clone(),
+                self.running.clone(),
+                self.permits.clone(),
+            );
+            tokio::spawn(async move {
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    visit_with_lease(&store, &config, &owner, controller).await;
+                }
+                if let Ok(mut running) = running.lock() {
+                    running.remove(&controller);
+                }
+                // Work may have arrived for this controller while it was being visited.
+                store.wake_sync();
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn visit_with_lease(store: &Store, config: &SyncConfig, owner: &str, controller: i64) {
+    let now = Utc::now();
+    let timeout = Duration::from_secs(config.visit_timeout_seconds.max(1));
+    let lease_until =
+        now + chrono::Duration::from_std(timeout * 2).unwrap_or(chrono::Duration::minutes(5));
+    let status = match store.write().await {
+        Ok(mut tx) => match tx.take_lease(controller, owner, now, lease_until).await {
+            Ok(true) => match (tx.controller_status(controller).await, tx.commit().await) {
+                (Ok(status), Ok(())) => status,
+                _ => return,
+            },
+            _ => return,
+        },
+        Err(_) => return,
+    };
+    let routine_before = now - chrono::Duration::seconds(config.routine_seconds as i64);
+    let kind = VisitKind {
+        audit: status
+            .audited_at
+            .is_none_or(|at| at < now - chrono::Duration::seconds(config.audit_seconds as i64)),
+        routine: status.last_seen_at.is_none_or(|at| at < routine_before),
+    };
+    match tokio::time::timeout(timeout, visit(store, controller, kind)).await {
+        Ok(Ok(report)) => tracing::debug!(controller, ?report, "controller visited"),
+        Ok(Err(err)) => tracing::warn!(controller, %err, "controller visit failed"),
+        Err(_) => tracing::warn!(controller, "controller visit timed out"),
+    }
+    if let Ok(mut tx) = store.write().await {
+        let _ = tx.release_lease(controller, owner).await;
+        let _ = tx.commit().await;
+    }
+}
