@@ -20,12 +20,61 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    engine: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+/// Engine settings for tests: quick polling; routine visits and audits only when a
+/// test asks for them.
+pub fn test_sync_config() -> gardien::sync::SyncConfig {
+    gardien::sync::SyncConfig {
+        poll_ms: 50,
+        routine_seconds: 3600,
+        audit_seconds: 24 * 3600,
+        visit_timeout_seconds: 20,
+        ..gardien::sync::SyncConfig::default()
+    }
 }
 
 impl TestServer {
     /// Starts the API on 127.0.0.1:0 with a fresh SQLite file.
     pub async fn start() -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir")).await
+    }
+
+    /// Starts the API and the lock-programming engine.
+    pub async fn start_with_sync(config: gardien::sync::SyncConfig) -> TestServer {
+        let mut server = Self::start().await;
+        server.start_engine(config);
+        server
+    }
+
+    /// Starts the engine on this server's database (again, after `stop_engine`).
+    pub fn start_engine(&mut self, config: gardien::sync::SyncConfig) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let engine = gardien::sync::Engine::new(self.store.clone(), config);
+        let task = tokio::spawn(engine.run(async {
+            let _ = rx.await;
+        }));
+        self.engine = Some((tx, task));
+    }
+
+    /// Stops the engine, as a service shutting down would (visits under way finish).
+    pub async fn stop_engine(&mut self) {
+        if let Some((tx, task)) = self.engine.take() {
+            let _ = tx.send(());
+            let _ = task.await;
+        }
+    }
+
+    /// Kills the engine mid-work, as a crash would: visits under way are dropped.
+    pub fn kill_engine(&mut self) {
+        if let Some((_, task)) = self.engine.take() {
+            task.abort();
+        }
+    }
+
+    /// Starts the API over the database in `dir` (created if new).
+    pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
         let database = dir.path().join("gardien.db");
         let config = Config {
             database_url: database.display().to_string(),
@@ -54,6 +103,7 @@ impl TestServer {
             dir,
             shutdown: Some(tx),
             task: Some(task),
+            engine: None,
         }
     }
 
@@ -131,6 +181,7 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.stop_engine().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -348,4 +399,111 @@ pub fn ids(keys: &Value) -> Vec<i64> {
         .collect();
     ids.sort_unstable();
     ids
+}
+
+/// Waits until `condition` holds, polling every 20 ms, or panics after `seconds` with
+/// `what` and the last value seen.
+pub async fn eventually<T: std::fmt::Debug>(
+    seconds: u64,
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    condition: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let value = probe();
+        if condition(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: still {value:?} after {seconds} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`eventually`] for an async probe (an API call).
+pub async fn eventually_async<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    seconds: u64,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+    condition: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let value = probe().await;
+        if condition(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: still {value:?} after {seconds} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A simulated PX-2 on a loopback port.
+pub async fn px2_device(
+    capacity: u16,
+) -> (gardien_simulators::Px2Device, gardien_simulators::TcpServer) {
+    let config = gardien_simulators::Px2Config {
+        capacity,
+        doors: 4,
+        seed: Some(7),
+        ..Default::default()
+    };
+    let device = gardien_simulators::Px2Device::new(config, gardien_simulators::Faults::seeded(7));
+    let server = gardien_simulators::serve_tcp(device.clone(), "127.0.0.1:0")
+        .await
+        .expect("serve PX-2");
+    (device, server)
+}
+
+/// A simulated KL-8 on a loopback port.
+pub async fn kl8_device(
+    capacity: u16,
+) -> (gardien_simulators::Kl8Device, gardien_simulators::TcpServer) {
+    let config = gardien_simulators::Kl8Config {
+        capacity,
+        ..Default::default()
+    };
+    let device = gardien_simulators::Kl8Device::new(config, gardien_simulators::Faults::seeded(8));
+    let server = gardien_simulators::serve_tcp(device.clone(), "127.0.0.1:0")
+        .await
+        .expect("serve KL-8");
+    (device, server)
+}
+
+/// The UIDs (upper hex) and door masks a simulated PX-2 holds.
+pub fn px2_table(device: &gardien_simulators::Px2Device) -> Vec<(String, u16)> {
+    let mut table: Vec<(String, u16)> = device
+        .snapshot()
+        .entries
+        .iter()
+        .map(|(_, entry)| {
+            (
+                entry
+                    .uid
+                    .as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect(),
+                entry.door_mask,
+            )
+        })
+        .collect();
+    table.sort();
+    table
+}
+
+/// The card numbers and door masks a simulated KL-8 holds in RAM.
+pub fn kl8_table(device: &gardien_simulators::Kl8Device) -> Vec<(u32, u16)> {
+    let mut table: Vec<(u32, u16)> = device
+        .snapshot()
+        .records
+        .iter()
+        .map(|(_, r)| (r.card, r.door_mask))
+        .collect();
+    table.sort();
+    table
 }
