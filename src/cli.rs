@@ -165,8 +165,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             };
             let store = open(&config.database_url).await?;
             let seeded = crate::demo::seed(&store).await?;
-            println!("{}", crate::demo::welcome(&seeded, listen, &database));
+            // The simulated controllers live in this process, on loopback ports.
+            let devices = crate::demo::start_devices(&store, &seeded).await?;
+            println!(
+                "{}",
+                crate::demo::welcome(&seeded, listen, &database, &devices)
+            );
+            let config = Config {
+                sync: crate::sync::SyncConfig {
+                    enabled: true,
+                    ..config.sync
+                },
+                ..config
+            };
             serve(store, config).await?;
+            devices.stop().await;
         }
         Command::User(UserCommand::Add {
             email,

@@ -34,6 +34,87 @@ pub struct Seeded {
     pub lost_badge_example: i64,
 }
 
+/// The simulated controllers of the demo, served on loopback.
+pub struct DemoDevices {
+    pub px2: gardien_simulators::Px2Device,
+    pub kl8: gardien_simulators::Kl8Device,
+    servers: Vec<gardien_simulators::TcpServer>,
+}
+
+impl DemoDevices {
+    pub async fn stop(self) {
+        for server in self.servers {
+            server.stop().await;
+        }
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|server| server.local_addr().to_string())
+            .collect()
+    }
+}
+
+/// Starts a simulated PX-2 (the halls) and KL-8 (the car park) on free loopback ports
+/// and points the demo's controller records at them.
+pub async fn start_devices(store: &Store, seeded: &Seeded) -> Result<DemoDevices> {
+    use gardien_simulators::{serve_tcp, Faults, Kl8Config, Kl8Device, Px2Config, Px2Device};
+    let failed = |err: std::io::Error| {
+        crate::Error::Internal(format!("starting a simulated controller: {err}"))
+    };
+    let px2 = Px2Device::new(
+        Px2Config {
+            capacity: 2000,
+            doors: 4,
+            ..Px2Config::default()
+        },
+        Faults::default(),
+    );
+    let kl8 = Kl8Device::new(
+        Kl8Config {
+            capacity: 1000,
+            ..Kl8Config::default()
+        },
+        Faults::default(),
+    );
+    let servers = vec![
+        serve_tcp(px2.clone(), "127.0.0.1:0")
+            .await
+            .map_err(failed)?,
+        serve_tcp(kl8.clone(), "127.0.0.1:0")
+            .await
+            .map_err(failed)?,
+    ];
+    let devices = DemoDevices { px2, kl8, servers };
+    let actor = Actor::system("demo");
+    let mut tx = store.write().await?;
+    let controllers = tx
+        .controllers(seeded.residence_id, &Default::default())
+        .await?
+        .items;
+    for (controller, address) in controllers.iter().zip(devices.addresses()) {
+        let input = ControllerInput {
+            name: controller.name.clone(),
+            model: controller.model.clone(),
+            transport: Transport::ModbusTcp,
+            address,
+            modbus_unit: controller.modbus_unit,
+            notes: controller.notes.clone(),
+            policy: controller.policy,
+        };
+        tx.update_controller(
+            &actor,
+            seeded.residence_id,
+            controller.id,
+            &input.validated()?,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(devices)
+}
+
 const BUILDINGS: [&str; 3] = ["A", "B", "C"];
 const FLATS_PER_BUILDING: usize = 47;
 const PARKING_SPACES: usize = 60;
@@ -202,12 +283,7 @@ pub async fn seed(store: &Store) -> Result<Seeded> {
     };
     let cleaning = tx.insert_provider(&actor, rid, &cleaning).await?;
     for (holder_person_id, holder_provider_id, identifier, label) in [
-        (
-            Some(caretaker.id),
-            None,
-            "04C0FFEE112233",
-            "Badge gardienne",
-        ),
+        (Some(caretaker.id), None, "0C0FFEE1", "Badge gardienne"),
         (None, Some(cleaning.id), "04BEEF01", "Badge nettoyage"),
     ] {
         let key = KeyInput {
@@ -324,12 +400,19 @@ async fn seed_locks(tx: &mut Tx, actor: &Actor, rid: i64) -> Result<DemoLocks> {
 }
 
 /// The message `gardien demo` prints: where to look and what to try.
-pub fn welcome(seeded: &Seeded, listen: SocketAddr, database: &Path) -> String {
+pub fn welcome(
+    seeded: &Seeded,
+    listen: SocketAddr,
+    database: &Path,
+    devices: &DemoDevices,
+) -> String {
     let base = format!("http://{listen}");
     let rid = seeded.residence_id;
     let key = seeded.lost_badge_example;
+    let addresses = devices.addresses().join(" and ");
     format!(
         "gardien demo — {RESIDENCE_NAME}, database {database}\n\
+         Simulated controllers: PX-2 (halls) and KL-8 (car park) on {addresses}\n\
          API: {base}/api/v1 (OpenAPI: {base}/api/v1/openapi.json)\n\
          Accounts (password {PASSWORD}): {ADMIN_EMAIL} (admin), {COUNCIL_EMAIL} (council), {RESIDENT_EMAIL} (resident)\n\n\
          Try it:\n\
@@ -338,7 +421,10 @@ pub fn welcome(seeded: &Seeded, listen: SocketAddr, database: &Path) -> String {
          curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/keys/{key}/locks\n\
          curl -s -X POST -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\\n\
            -d '{{\"reason\":\"perdu dans le bus\"}}' {base}/api/v1/residences/{rid}/keys/{key}/declare-lost\n\
+         curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/keys/{key}/sync\n\
          curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/keys/{key}/history\n\n\
+         The first minute programs the ~350 keys into the simulated controllers; \
+         /residences/{rid}/controllers/1/status shows progress.\n\
          Ctrl-C stops the demo; the database stays for next time.",
         database = database.display()
     )
