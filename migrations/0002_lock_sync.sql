@@ -45,11 +45,13 @@ CREATE TABLE controller_status (
     lease_until           TEXT
 );
 
--- The table the controller holds, as last read or changed by the service.
+-- The table the controller holds, as last read or changed by the service; `slot` where
+-- the client places records (KL-8), so that the next visit writes without reading.
 CREATE TABLE controller_entries (
     controller_id  INTEGER NOT NULL REFERENCES controllers (id),
     credential     TEXT NOT NULL,
     doors          INTEGER NOT NULL,
+    slot           INTEGER,
     PRIMARY KEY (controller_id, credential)
 );
 

@@ -362,6 +362,47 @@ impl LockController for Kl8 {
         )))
     }
 
+    fn placed_table(&self) -> Option<Vec<StoredEntry>> {
+        self.image.as_ref().map(|image| {
+            image
+                .records
+                .iter()
+                .enumerate()
+                .filter_map(|(index, record)| {
+                    record.map(|(card, doors)| StoredEntry {
+                        slot: index as u16,
+                        entry: Entry {
+                            credential: Credential::Card(card),
+                            doors,
+                        },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn trust_placed_table(
+        &mut self,
+        table: Vec<StoredEntry>,
+        fingerprint: Fingerprint,
+        capacity: u16,
+    ) {
+        let Fingerprint::ChangeCounter(counter) = fingerprint else {
+            return;
+        };
+        let mut records = vec![None; usize::from(capacity)];
+        for stored in table {
+            let (Credential::Card(card), Some(record)) = (
+                stored.entry.credential,
+                records.get_mut(usize::from(stored.slot)),
+            ) else {
+                return; // not a table of this device: keep reading instead
+            };
+            *record = Some((card, stored.entry.doors));
+        }
+        self.image = Some(Image { records, counter });
+    }
+
     fn expected_fingerprint(&self) -> Option<Fingerprint> {
         self.image
             .as_ref()

@@ -180,6 +180,23 @@ pub trait LockController: Send {
         None
     }
 
+    /// The table with record positions, where the client places records (KL-8), as the
+    /// driver believes it after its own writes; `None` elsewhere.
+    fn placed_table(&self) -> Option<Vec<StoredEntry>> {
+        None
+    }
+
+    /// Gives the driver a table with record positions kept from an earlier connection,
+    /// to be trusted only while the device's fingerprint is `fingerprint`; saves the
+    /// full read a client-placed table would otherwise need before its first write.
+    fn trust_placed_table(
+        &mut self,
+        _table: Vec<StoredEntry>,
+        _fingerprint: Fingerprint,
+        _capacity: u16,
+    ) {
+    }
+
     /// Modbus transactions (or messages) used so far on this connection.
     fn transactions(&self) -> u64;
 }

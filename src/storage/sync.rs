@@ -539,20 +539,34 @@ impl Tx {
         Ok(rows.into_iter().collect())
     }
 
+    /// Record positions of the entries, where the client places them (KL-8).
+    pub async fn controller_slots(&mut self, controller_id: i64) -> Result<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT credential, slot FROM controller_entries WHERE controller_id = $1 AND slot IS NOT NULL")
+                .bind(controller_id)
+                .fetch_all(self.conn())
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Replaces the known table of a controller: credential → doors, and the record
+    /// positions when known.
     pub async fn replace_controller_entries(
         &mut self,
         controller_id: i64,
         entries: &HashMap<String, i64>,
+        slots: &HashMap<String, i64>,
     ) -> Result<()> {
         sqlx::query("DELETE FROM controller_entries WHERE controller_id = $1")
             .bind(controller_id)
             .execute(self.conn())
             .await?;
         for (credential, doors) in entries {
-            sqlx::query("INSERT INTO controller_entries (controller_id, credential, doors) VALUES ($1, $2, $3)")
+            sqlx::query("INSERT INTO controller_entries (controller_id, credential, doors, slot) VALUES ($1, $2, $3, $4)")
                 .bind(controller_id)
                 .bind(credential)
                 .bind(doors)
+                .bind(slots.get(credential))
                 .execute(self.conn())
                 .await?;
         }

@@ -53,13 +53,14 @@ pub async fn visit(
     controller_id: i64,
     kind: VisitKind,
 ) -> Result<VisitReport, VisitError> {
-    let (target, status, rows, known) = {
+    let (target, status, rows, known, slots) = {
         let mut tx = store.read().await?;
         let target = tx.controller_target(controller_id).await?;
         let status = tx.controller_status(controller_id).await?;
         let rows = tx.key_sync_of_controller(controller_id).await?;
         let known = tx.controller_entries(controller_id).await?;
-        (target, status, rows, known)
+        let slots = tx.controller_slots(controller_id).await?;
+        (target, status, rows, known, slots)
     };
     let profile = store
         .profiles()
@@ -97,7 +98,17 @@ pub async fn visit(
         || matches!(identity.fingerprint, Fingerprint::Digest { digest, .. } if status.verified_at.is_some() && digest == digest_of(&known));
     let memory_lost = lost_memory(&status, identity.fingerprint);
     let (mut observed, mut duplicates) = (known.clone(), Vec::new());
-    if kind.audit || !unchanged || status.verified_at.is_none() {
+    let full_read = kind.audit || !unchanged || status.verified_at.is_none();
+    if !full_read && !slots.is_empty() {
+        // Client-placed records (KL-8): hand the driver where they are, so that its
+        // writes need no table read while the fingerprint says nothing moved.
+        driver.trust_placed_table(
+            placed(&known, &slots),
+            identity.fingerprint,
+            identity.capacity,
+        );
+    }
+    if full_read {
         (observed, duplicates) = read_table(driver.as_mut()).await?;
         report.table_read = true;
     }
@@ -194,13 +205,20 @@ pub async fn visit(
                     (None, Err(_)) => {}
                 }
             }
-            tx.replace_controller_entries(controller_id, &observed)
+            let slots: HashMap<String, i64> = driver
+                .placed_table()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|stored| (stored.entry.credential.to_string(), i64::from(stored.slot)))
+                .collect();
+            tx.replace_controller_entries(controller_id, &observed, &slots)
                 .await?;
             if report.table_read {
                 tx.record_drift(target.residence_id, controller_id, &findings, now)
                     .await?;
             }
-            if memory_lost {
+            // A restart alone is no news: only entries it lost are.
+            if memory_lost && findings.iter().any(|finding| finding.kind == "missing") {
                 let message = format!("la centrale « {} » a perdu sa mémoire (redémarrage ou remise à zéro) : table reprogrammée", target.name);
                 tx.raise_alert(
                     target.residence_id,
@@ -241,6 +259,25 @@ pub async fn visit(
         plan = super::plan::plan(&rows, &observed, &duplicates, target.policy);
     }
     Err(Error::Internal("unreachable: the verification loop always returns".into()).into())
+}
+
+/// The known table with record positions, for a driver that places records itself.
+fn placed(
+    known: &HashMap<String, i64>,
+    slots: &HashMap<String, i64>,
+) -> Vec<gardien_drivers::StoredEntry> {
+    known
+        .iter()
+        .filter_map(|(credential, doors)| {
+            Some(gardien_drivers::StoredEntry {
+                slot: u16::try_from(*slots.get(credential)?).ok()?,
+                entry: Entry {
+                    credential: Credential::parse(credential)?,
+                    doors: u16::try_from(*doors).ok()?,
+                },
+            })
+        })
+        .collect()
 }
 
 fn profile_credential(change: &Change) -> Result<Credential, VisitError> {
