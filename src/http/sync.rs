@@ -18,7 +18,7 @@ use crate::domain::key_id::KeyKind;
 use crate::domain::text::LOCAL_TIME_ZONE;
 use crate::domain::SyncState;
 use crate::storage::keys::Key;
-use crate::storage::sync::{AccessEventRow, Alert, ControllerStatus, Drift};
+use crate::storage::sync::{AccessEventRow, Alert, ControllerStatus, Drift, EventFilter};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -275,9 +275,15 @@ async fn acknowledge_alert(
 struct EventQuery {
     key_id: Option<i64>,
     lock_id: Option<i64>,
+    /// `granted`, `denied_unknown`, `denied_door` or `gap`.
+    result: Option<String>,
+    /// Only events older than this id: the next page.
+    before_id: Option<i64>,
     /// 1 to 500 (default 100).
     limit: Option<i64>,
 }
+
+const EVENT_RESULTS: [&str; 4] = ["granted", "denied_unknown", "denied_door", "gap"];
 
 /// Access events polled from the controllers, newest first; `gap` rows say how many
 /// events a controller's log lost before they could be read.
@@ -292,9 +298,26 @@ async fn access_events(
     if !(1..=500).contains(&limit) {
         return Err(crate::Error::invalid("limit", "doit être compris entre 1 et 500").into());
     }
+    if let Some(result) = query
+        .result
+        .as_deref()
+        .filter(|result| !EVENT_RESULTS.contains(result))
+    {
+        let message = format!(
+            "résultat « {result} » inconnu ; valeurs acceptées : {}",
+            EVENT_RESULTS.join(", ")
+        );
+        return Err(crate::Error::invalid("result", message).into());
+    }
+    let filter = EventFilter {
+        key_id: query.key_id,
+        lock_id: query.lock_id,
+        result: query.result,
+        before_id: query.before_id,
+        limit,
+    };
     let mut tx = state.store.read().await?;
     Ok(Json(
-        tx.access_events(manager.residence_id(), query.key_id, query.lock_id, limit)
-            .await?,
+        tx.access_events(manager.residence_id(), &filter).await?,
     ))
 }

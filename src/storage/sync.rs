@@ -127,6 +127,18 @@ pub struct Alert {
     pub acknowledged_by: Option<String>,
 }
 
+/// Which access events to list, newest first.
+#[derive(Debug, Clone)]
+pub struct EventFilter {
+    pub key_id: Option<i64>,
+    pub lock_id: Option<i64>,
+    /// `granted`, `denied_unknown`, `denied_door` or `gap`.
+    pub result: Option<String>,
+    /// Only events older than this one: the next page.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
 /// A new access event, as the engine read it.
 pub struct NewAccessEvent {
     pub residence_id: i64,
@@ -727,18 +739,23 @@ impl Tx {
     pub async fn access_events(
         &mut self,
         residence_id: i64,
-        key_id: Option<i64>,
-        lock_id: Option<i64>,
-        limit: i64,
+        filter: &EventFilter,
     ) -> Result<Vec<AccessEventRow>> {
         let mut sql = QueryBuilder::new("SELECT * FROM access_events WHERE residence_id = ");
         sql.push_bind(residence_id);
-        if let Some(key) = key_id {
+        if let Some(key) = filter.key_id {
             sql.push(" AND key_id = ").push_bind(key);
         }
-        if let Some(lock) = lock_id {
+        if let Some(lock) = filter.lock_id {
             sql.push(" AND lock_id = ").push_bind(lock);
         }
+        if let Some(result) = &filter.result {
+            sql.push(" AND result = ").push_bind(result.clone());
+        }
+        if let Some(before) = filter.before_id {
+            sql.push(" AND id < ").push_bind(before);
+        }
+        let limit = filter.limit;
         sql.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
         Ok(sql.build_query_as().fetch_all(self.conn()).await?)
     }

@@ -179,6 +179,11 @@ pub async fn visit(
                 Vec::new()
             };
             let mut tx = store.write().await?;
+            // Drift first, so that entries removed below (enforce) are resolved.
+            if report.table_read {
+                tx.record_drift(target.residence_id, controller_id, &findings, now)
+                    .await?;
+            }
             for (key_id, doors) in &plan.already_true {
                 tx.confirm_key_sync(controller_id, *key_id, *doors, now)
                     .await?;
@@ -213,10 +218,6 @@ pub async fn visit(
                 .collect();
             tx.replace_controller_entries(controller_id, &observed, &slots)
                 .await?;
-            if report.table_read {
-                tx.record_drift(target.residence_id, controller_id, &findings, now)
-                    .await?;
-            }
             // A restart alone is no news: only entries it lost are.
             if memory_lost && findings.iter().any(|finding| finding.kind == "missing") {
                 let message = format!("la centrale « {} » a perdu sa mémoire (redémarrage ou remise à zéro) : table reprogrammée", target.name);
