@@ -82,16 +82,6 @@ impl Kl8 {
         }
     }
 
-    fn check_doors(&self, doors: u16) -> Result<u16> {
-        if doors & !self.profile.door_mask_limit() != 0 {
-            return Err(DriverError::Unsupported(format!(
-                "door mask {doors:#06x} beyond the {} doors of a {}",
-                self.profile.keys.max_doors, self.profile.model
-            )));
-        }
-        Ok(doors)
-    }
-
     async fn counter(&mut self) -> Result<u16> {
         let field = self
             .profile
@@ -244,7 +234,7 @@ impl LockController for Kl8 {
     async fn add(&mut self, entry: &Entry) -> Result<Applied> {
         crate::identity::ensure_right_device(&self.wrong_device)?;
         let card = self.card_of(&entry.credential)?;
-        let doors = self.check_doors(entry.doors)?;
+        let doors = self.profile.check_door_mask(entry.doors)?;
         let image = self.image().await?;
         if !image.find(card).is_empty() {
             return Ok(Applied::AlreadyPresent);
@@ -290,7 +280,7 @@ impl LockController for Kl8 {
     async fn set_doors(&mut self, entry: &Entry) -> Result<Applied> {
         crate::identity::ensure_right_device(&self.wrong_device)?;
         let card = self.card_of(&entry.credential)?;
-        let doors = self.check_doors(entry.doors)?;
+        let doors = self.profile.check_door_mask(entry.doors)?;
         let indexes = self.image().await?.find(card);
         if indexes.is_empty() {
             return Ok(Applied::NotFound);
@@ -312,12 +302,7 @@ impl LockController for Kl8 {
 
     async fn open_door(&mut self, door: u8) -> Result<()> {
         crate::identity::ensure_right_device(&self.wrong_device)?;
-        if door == 0 || door > self.profile.keys.max_doors {
-            return Err(DriverError::Unsupported(format!(
-                "door {door} (1 to {} here)",
-                self.profile.keys.max_doors
-            )));
-        }
+        self.profile.check_door_number(door)?;
         let coil = self.layout.open_door_coil_base + u16::from(door - 1);
         self.link.write_coil(coil, true).await
     }

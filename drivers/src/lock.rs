@@ -235,13 +235,31 @@ impl DeviceProfile {
         }
     }
 
-    /// The door-mask bits this device has.
-    pub fn door_mask_limit(&self) -> u16 {
-        if self.keys.max_doors >= 16 {
+    /// Checks that a door mask only names doors this device has.
+    pub fn check_door_mask(&self, doors: u16) -> Result<u16> {
+        let limit = if self.keys.max_doors >= 16 {
             u16::MAX
         } else {
             (1u16 << self.keys.max_doors) - 1
+        };
+        if doors & !limit != 0 {
+            return Err(DriverError::Unsupported(format!(
+                "door mask {doors:#06x} beyond the {} doors of a {}",
+                self.keys.max_doors, self.model
+            )));
         }
+        Ok(doors)
+    }
+
+    /// Checks a door number (1-based) against the doors this device has.
+    pub fn check_door_number(&self, door: u8) -> Result<u8> {
+        if door == 0 || door > self.keys.max_doors {
+            return Err(DriverError::Unsupported(format!(
+                "door {door} (1 to {} on a {})",
+                self.keys.max_doors, self.model
+            )));
+        }
+        Ok(door)
     }
 }
 

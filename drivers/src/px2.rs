@@ -164,16 +164,6 @@ impl Px2 {
         })
     }
 
-    fn check_doors(&self, doors: u16) -> Result<u16> {
-        if doors & !self.profile.door_mask_limit() != 0 {
-            return Err(DriverError::Unsupported(format!(
-                "door mask {doors:#06x} beyond the {} doors of a {}",
-                self.profile.keys.max_doors, self.profile.model
-            )));
-        }
-        Ok(doors)
-    }
-
     /// Decodes one slot or event's UID: length register then the UID registers.
     fn decode_uid(&self, len: u16, registers: &[u16]) -> Option<Vec<u8>> {
         let len = usize::from(len);
@@ -257,7 +247,7 @@ impl LockController for Px2 {
 
     async fn add(&mut self, entry: &Entry) -> Result<Applied> {
         let uid = self.uid_of(&entry.credential)?.to_vec();
-        let doors = self.check_doors(entry.doors)?;
+        let doors = self.profile.check_door_mask(entry.doors)?;
         self.table_change(ADD, &uid, doors).await
     }
 
@@ -268,17 +258,12 @@ impl LockController for Px2 {
 
     async fn set_doors(&mut self, entry: &Entry) -> Result<Applied> {
         let uid = self.uid_of(&entry.credential)?.to_vec();
-        let doors = self.check_doors(entry.doors)?;
+        let doors = self.profile.check_door_mask(entry.doors)?;
         self.table_change(SET_DOORS, &uid, doors).await
     }
 
     async fn open_door(&mut self, door: u8) -> Result<()> {
-        if door == 0 || door > self.profile.keys.max_doors {
-            return Err(DriverError::Unsupported(format!(
-                "door {door} (1 to {} here)",
-                self.profile.keys.max_doors
-            )));
-        }
+        self.profile.check_door_number(door)?;
         match self.command(OPEN_DOOR, &[0], u16::from(door)).await?.0 {
             0 => Ok(()),
             other => Err(DriverError::Refused(format!(
