@@ -301,8 +301,16 @@ impl Tx {
                 format!("la clé {identifier} (type « autre ») ne peut pas être programmée dans la centrale « {} »", controller.name),
             )
         })?;
-        profile.credential_for(&identity).map(|c| c.to_string()).map_err(|err| {
-            Error::invalid("profile_ids", format!("la clé {identifier} ne peut pas être programmée dans la centrale « {} » : {err}", controller.name))
+        profile.credential_for(&identity).map(|c| c.to_string()).map_err(|_| {
+            let why = match &identity {
+                KeyIdentity::Badge(uid) => {
+                    let lengths: Vec<String> = profile.keys.badge_uid_lengths.iter().map(usize::to_string).collect();
+                    format!("elle n'accepte que des badges à UID de {} octets, celui-ci en a {}", lengths.join(" ou "), uid.len())
+                }
+                KeyIdentity::Remote(_) => "elle n'accepte pas de télécommandes".to_owned(),
+            };
+            let message = format!("la clé {identifier} ne peut pas être programmée dans la centrale « {} » ({}) : {why}", controller.name, profile.model);
+            Error::invalid("profile_ids", message)
         })
     }
 
@@ -487,16 +495,19 @@ impl Tx {
         &mut self,
         now: DateTime<Utc>,
         routine_before: DateTime<Utc>,
+        owner: &str,
     ) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT c.id FROM controllers c LEFT JOIN controller_status s ON s.controller_id = c.id
              WHERE (s.next_attempt_at IS NULL OR s.next_attempt_at <= $1)
+               AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_until IS NULL OR s.lease_until < $1)
                AND (EXISTS (SELECT 1 FROM key_sync k WHERE k.controller_id = c.id AND k.state = 'pending')
                     OR s.last_seen_at IS NULL OR s.last_seen_at < $2)
              ORDER BY c.id",
         )
         .bind(now)
         .bind(routine_before)
+        .bind(owner)
         .fetch_all(self.conn())
         .await?)
     }

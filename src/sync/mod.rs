@@ -19,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::storage::Store;
 use visit::{visit, VisitKind};
@@ -41,6 +42,10 @@ pub struct SyncConfig {
     pub audit_seconds: u64,
     /// Longest a visit may take, in seconds.
     pub visit_timeout_seconds: u64,
+    /// Names this instance in controller leases. A restarted instance with the same id
+    /// takes its leases back at once; two instances on one host need different ids.
+    /// Default: the host name.
+    pub instance_id: Option<String>,
 }
 
 impl Default for SyncConfig {
@@ -52,6 +57,7 @@ impl Default for SyncConfig {
             routine_seconds: 60,
             audit_seconds: 6 * 3600,
             visit_timeout_seconds: 120,
+            instance_id: None,
         }
     }
 }
@@ -76,9 +82,19 @@ pub struct Engine {
     permits: Arc<Semaphore>,
 }
 
+/// The host name, to name this instance in leases when the configuration does not.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gardien".to_owned())
+}
+
 impl Engine {
     pub fn new(store: Store, config: SyncConfig) -> Engine {
-        let owner = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        let owner = config.instance_id.clone().unwrap_or_else(host_name);
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Engine {
             store,
@@ -89,18 +105,21 @@ impl Engine {
         }
     }
 
-    /// Runs until `shutdown` completes.
+    /// Runs until `shutdown` completes, then lets the visits under way finish.
+    /// Dropping the future (a crash, `abort`) drops the visits with it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut visits = JoinSet::new();
         let mut checked_until = Utc::now();
         loop {
+            while visits.try_join_next().is_some() {}
             let now = Utc::now();
             if let Err(err) = self.refresh_validity(checked_until, now).await {
                 tracing::error!(%err, "recomputing keys whose validity started or ended");
             } else {
                 checked_until = now;
             }
-            if let Err(err) = self.dispatch(now).await {
+            if let Err(err) = self.dispatch(now, &mut visits).await {
                 tracing::error!(%err, "looking for controllers to visit");
             }
             let wait = self.next_wait(now).await;
@@ -110,11 +129,7 @@ impl Engine {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        // Let visits under way finish cleanly.
-        let _ = self
-            .permits
-            .acquire_many(self.config.concurrency.max(1) as u32)
-            .await;
+        while visits.join_next().await.is_some() {}
     }
 
     /// Until the next validity boundary or the poll interval, whichever comes first.
@@ -142,14 +157,15 @@ impl Engine {
         tx.commit().await
     }
 
-    /// Starts a visit for every controller with work due that is not being visited.
-    async fn dispatch(&self, now: DateTime<Utc>) -> crate::Result<()> {
+    /// Starts a visit for every controller with work due that is not being visited
+    /// here nor leased by another instance.
+    async fn dispatch(&self, now: DateTime<Utc>, visits: &mut JoinSet<()>) -> crate::Result<()> {
         let routine_before = now - chrono::Duration::seconds(self.config.routine_seconds as i64);
         let due = self
             .store
             .read()
             .await?
-            .due_controllers(now, routine_before)
+            .due_controllers(now, routine_before, &self.owner)
             .await?;
         for controller in due {
             let fresh = self
@@ -167,22 +183,32 @@ impl Engine {
                 self.running.clone(),
                 self.permits.clone(),
             );
-            tokio::spawn(async move {
-                if let Ok(_permit) = permits.acquire_owned().await {
-                    visit_with_lease(&store, &config, &owner, controller).await;
-                }
+            visits.spawn(async move {
+                let visited = match permits.acquire_owned().await {
+                    Ok(_permit) => visit_with_lease(&store, &config, &owner, controller).await,
+                    Err(_) => false,
+                };
                 if let Ok(mut running) = running.lock() {
                     running.remove(&controller);
                 }
                 // Work may have arrived for this controller while it was being visited.
-                store.wake_sync();
+                if visited {
+                    store.wake_sync();
+                }
             });
         }
         Ok(())
     }
 }
 
-async fn visit_with_lease(store: &Store, config: &SyncConfig, owner: &str, controller: i64) {
+/// Visits a controller under a lease; records a failed or timed-out visit (backoff,
+/// error on its pending rows). Answers whether a visit ran.
+async fn visit_with_lease(
+    store: &Store,
+    config: &SyncConfig,
+    owner: &str,
+    controller: i64,
+) -> bool {
     let now = Utc::now();
     let timeout = Duration::from_secs(config.visit_timeout_seconds.max(1));
     let lease_until =
@@ -191,11 +217,11 @@ async fn visit_with_lease(store: &Store, config: &SyncConfig, owner: &str, contr
         Ok(mut tx) => match tx.take_lease(controller, owner, now, lease_until).await {
             Ok(true) => match (tx.controller_status(controller).await, tx.commit().await) {
                 (Ok(status), Ok(())) => status,
-                _ => return,
+                _ => return false,
             },
-            _ => return,
+            _ => return false,
         },
-        Err(_) => return,
+        Err(_) => return false,
     };
     let routine_before = now - chrono::Duration::seconds(config.routine_seconds as i64);
     let kind = VisitKind {
@@ -204,13 +230,23 @@ async fn visit_with_lease(store: &Store, config: &SyncConfig, owner: &str, contr
             .is_none_or(|at| at < now - chrono::Duration::seconds(config.audit_seconds as i64)),
         routine: status.last_seen_at.is_none_or(|at| at < routine_before),
     };
-    match tokio::time::timeout(timeout, visit(store, controller, kind)).await {
-        Ok(Ok(report)) => tracing::debug!(controller, ?report, "controller visited"),
-        Ok(Err(err)) => tracing::warn!(controller, %err, "controller visit failed"),
-        Err(_) => tracing::warn!(controller, "controller visit timed out"),
+    let failure = match tokio::time::timeout(timeout, visit(store, controller, kind)).await {
+        Ok(Ok(report)) => {
+            tracing::debug!(controller, ?report, "controller visited");
+            None
+        }
+        Ok(Err(err)) => Some(err.to_string()),
+        Err(_) => Some(format!("visit timed out after {} s", timeout.as_secs())),
+    };
+    if let Some(error) = failure {
+        tracing::warn!(controller, %error, "controller visit failed");
+        if let Err(err) = visit::record_failure(store, controller, &error).await {
+            tracing::error!(controller, %err, "recording a failed visit");
+        }
     }
     if let Ok(mut tx) = store.write().await {
         let _ = tx.release_lease(controller, owner).await;
         let _ = tx.commit().await;
     }
+    true
 }

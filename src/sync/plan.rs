@@ -106,6 +106,9 @@ pub fn plan(
             });
         }
     }
+    // Removals first: a full table makes room before it takes new keys. The sort is
+    // stable, so a duplicate's remove-then-add keeps its order.
+    plan.changes.sort_by_key(|change| change.op != Op::Remove);
     plan
 }
 

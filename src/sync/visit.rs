@@ -15,7 +15,7 @@ use super::plan::{plan, Change, Op};
 use crate::domain::key_status::KeyStatus;
 use crate::domain::Transport;
 use crate::error::Error;
-use crate::storage::sync::{ControllerStatus, ControllerTarget, KeySync, NewAccessEvent};
+use crate::storage::sync::{ControllerStatus, ControllerTarget, NewAccessEvent};
 use crate::storage::Store;
 
 /// What a visit did, for logs and benchmarks.
@@ -131,13 +131,12 @@ pub async fn visit(
                 Err(err @ (DriverError::Refused(_) | DriverError::Unsupported(_))) => {
                     outcomes.push((change, Err(err.to_string())))
                 }
-                Err(err) => {
-                    record_failure(store, &target, &rows, &err.to_string(), &status).await?;
-                    return Err(err.into());
-                }
+                Err(err) => return Err(err.into()),
             }
         }
-        if report.changes_applied > 0 {
+        // Save (KL-8) after our writes, and after any change we did not make: the
+        // device may hold writes of an interrupted visit that were never saved.
+        if report.changes_applied > 0 || full_read {
             driver.persist().await?;
         }
         // Verify with one read: the device's fingerprint against what we expect.
@@ -376,20 +375,14 @@ fn lost_memory(status: &ControllerStatus, now: Fingerprint) -> bool {
 }
 
 /// Records a failed visit: backoff for the controller, the error on its pending rows.
-async fn record_failure(
-    store: &Store,
-    target: &ControllerTarget,
-    rows: &[KeySync],
-    error: &str,
-    status: &ControllerStatus,
-) -> Result<(), Error> {
+pub async fn record_failure(store: &Store, controller_id: i64, error: &str) -> Result<(), Error> {
     let mut tx = store.write().await?;
-    for row in rows
-        .iter()
-        .filter(|row| row.state == crate::domain::SyncState::Pending)
-    {
-        tx.fail_key_sync(target.id, row.key_id, row.doors, error, false)
-            .await?;
+    let status = tx.controller_status(controller_id).await?;
+    for row in tx.key_sync_of_controller(controller_id).await? {
+        if row.state == crate::domain::SyncState::Pending {
+            tx.fail_key_sync(controller_id, row.key_id, row.doors, error, false)
+                .await?;
+        }
     }
     let failures = status.consecutive_failures + 1;
     let saved = ControllerStatus {
@@ -397,7 +390,7 @@ async fn record_failure(
         last_error_at: Some(Utc::now()),
         consecutive_failures: failures,
         next_attempt_at: Some(Utc::now() + super::backoff(failures)),
-        ..status.clone()
+        ..status
     };
     tx.save_controller_status(&saved).await?;
     tx.commit().await
