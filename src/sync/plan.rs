@@ -26,7 +26,7 @@ pub struct Change {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<Change>,
-    /// Rows already true on the controller: (key id, doors).
+    /// Rows not yet confirmed that are already true on the controller: (key id, doors).
     pub already_true: Vec<(i64, i64)>,
     /// Drift worth reporting: entries nobody knows, and known entries that changed
     /// behind the service's back (repaired all the same).
@@ -56,7 +56,8 @@ pub fn plan(
         };
         let confirmed = row.state == crate::domain::SyncState::Confirmed;
         match (row.doors, held) {
-            (0, None) => plan.already_true.push((row.key_id, 0)),
+            (0, None) if !confirmed => plan.already_true.push((row.key_id, 0)),
+            (0, None) => {}
             (0, Some(_)) => plan.changes.push(change(Op::Remove, 0)),
             (want, None) => {
                 if confirmed {
@@ -75,7 +76,13 @@ pub fn plan(
                 plan.changes.push(change(Op::Remove, 0));
                 plan.changes.push(change(Op::Add, want));
             }
-            (want, Some(have)) if want == have => plan.already_true.push((row.key_id, want)),
+            // Already true: confirm it if it was waiting; a confirmed row keeps the
+            // time it was first confirmed.
+            (want, Some(have)) if want == have => {
+                if !confirmed {
+                    plan.already_true.push((row.key_id, want));
+                }
+            }
             (want, Some(have)) => {
                 if confirmed {
                     plan.findings.push(finding(
@@ -163,7 +170,15 @@ mod tests {
                 key: Some((1, 0))
             }]
         );
-        assert_eq!(plan.already_true, vec![(2, 3)]);
+        assert!(
+            plan.already_true.is_empty(),
+            "a confirmed row already true needs no write"
+        );
+        let waiting = [row(3, "uid:02", 3, SyncState::Pending)];
+        assert_eq!(
+            super::plan(&waiting, &observed, &[], Policy::Audit).already_true,
+            vec![(3, 3)]
+        );
         assert!(plan.findings.is_empty());
     }
 

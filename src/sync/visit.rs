@@ -53,14 +53,14 @@ pub async fn visit(
     controller_id: i64,
     kind: VisitKind,
 ) -> Result<VisitReport, VisitError> {
-    let (target, status, rows, known, slots) = {
+    let (target, status, rows, known, known_slots) = {
         let mut tx = store.read().await?;
         let target = tx.controller_target(controller_id).await?;
         let status = tx.controller_status(controller_id).await?;
         let rows = tx.key_sync_of_controller(controller_id).await?;
         let known = tx.controller_entries(controller_id).await?;
-        let slots = tx.controller_slots(controller_id).await?;
-        (target, status, rows, known, slots)
+        let known_slots = tx.controller_slots(controller_id).await?;
+        (target, status, rows, known, known_slots)
     };
     let profile = store
         .profiles()
@@ -99,11 +99,11 @@ pub async fn visit(
     let memory_lost = lost_memory(&status, identity.fingerprint);
     let (mut observed, mut duplicates) = (known.clone(), Vec::new());
     let full_read = kind.audit || !unchanged || status.verified_at.is_none();
-    if !full_read && !slots.is_empty() {
+    if !full_read && !known_slots.is_empty() {
         // Client-placed records (KL-8): hand the driver where they are, so that its
         // writes need no table read while the fingerprint says nothing moved.
         driver.trust_placed_table(
-            placed(&known, &slots),
+            placed(&known, &known_slots),
             identity.fingerprint,
             identity.capacity,
         );
@@ -215,8 +215,12 @@ pub async fn visit(
                 .into_iter()
                 .map(|stored| (stored.entry.credential.to_string(), i64::from(stored.slot)))
                 .collect();
-            tx.replace_controller_entries(controller_id, &observed, &slots)
-                .await?;
+            // Rewrite the known table only when it changed: it can hold thousands of rows.
+            let slots_changed = driver.placed_table().is_some() && slots != known_slots;
+            if observed != known || slots_changed {
+                tx.replace_controller_entries(controller_id, &observed, &slots)
+                    .await?;
+            }
             // A restart alone is no news: only entries it lost are.
             if memory_lost && findings.iter().any(|finding| finding.kind == "missing") {
                 let message = format!("la centrale « {} » a perdu sa mémoire (redémarrage ou remise à zéro) : table reprogrammée", target.name);
