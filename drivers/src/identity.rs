@@ -9,7 +9,23 @@ use crate::registers::{Block, Field};
 /// Reads the identity and table-summary registers and checks model and firmware line.
 /// Only registers the map defines are read: a device may refuse a read that spans a
 /// gap, so adjacent fields are read together and separate runs apart.
-pub(crate) async fn read_identity(link: &mut Link, profile: &DeviceProfile) -> Result<Block> {
+/// A wrong-device answer is remembered in `wrong_device`, so that the driver writes
+/// nothing afterwards; a right one clears it.
+pub(crate) async fn read_identity(
+    link: &mut Link,
+    profile: &DeviceProfile,
+    wrong_device: &mut Option<DriverError>,
+) -> Result<Block> {
+    let identity = read_checked_identity(link, profile).await;
+    match &identity {
+        Err(err @ DriverError::WrongDevice(_)) => *wrong_device = Some(err.clone()),
+        Ok(_) => *wrong_device = None,
+        Err(_) => {}
+    }
+    identity
+}
+
+async fn read_checked_identity(link: &mut Link, profile: &DeviceProfile) -> Result<Block> {
     let mut spans: Vec<(u16, u16)> = profile
         .identity
         .summary_fields()
@@ -67,26 +83,6 @@ fn check_model(block: &Block, profile: &DeviceProfile) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Remembers a wrong-device answer so that the driver writes nothing afterwards, and
-/// clears it when the device is the right one again.
-pub(crate) fn checked(
-    wrong_device: &mut Option<DriverError>,
-    identity: Result<Block>,
-) -> Result<Block> {
-    match identity {
-        Err(err @ DriverError::WrongDevice(_)) => {
-            *wrong_device = Some(err.clone());
-            Err(err)
-        }
-        other => {
-            if other.is_ok() {
-                *wrong_device = None;
-            }
-            other
-        }
-    }
 }
 
 pub(crate) fn ensure_right_device(wrong_device: &Option<DriverError>) -> Result<()> {

@@ -181,10 +181,7 @@ impl LockController for Kl8 {
     }
 
     async fn identify(&mut self) -> Result<Identity> {
-        let block = crate::identity::checked(
-            &mut self.wrong_device,
-            read_identity(&mut self.link, &self.profile).await,
-        )?;
+        let block = read_identity(&mut self.link, &self.profile, &mut self.wrong_device).await?;
         let id = &self.profile.identity;
         let counter = optional(&block, id.change_counter.as_ref()).unwrap_or_default() as u16;
         if self

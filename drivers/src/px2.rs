@@ -184,10 +184,7 @@ impl LockController for Px2 {
     }
 
     async fn identify(&mut self) -> Result<Identity> {
-        let block = crate::identity::checked(
-            &mut self.wrong_device,
-            read_identity(&mut self.link, &self.profile).await,
-        )?;
+        let block = read_identity(&mut self.link, &self.profile, &mut self.wrong_device).await?;
         let id = &self.profile.identity;
         let capacity = required(&block, &id.capacity, "capacity")? as u16;
         self.capacity = Some(capacity);

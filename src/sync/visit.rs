@@ -154,7 +154,6 @@ pub async fn visit(
                 );
             }
             let final_fingerprint = fingerprint_text(check.fingerprint);
-            report.transactions = driver.transactions();
             let events = if kind.routine {
                 poll_events(
                     store,
