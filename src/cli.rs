@@ -1,4 +1,5 @@
-//! The command line: `gardien serve | migrate | demo | user add | residence add | import keys`.
+//! The command line: `gardien serve | migrate | demo | collect | user add | residence add |
+//! import keys | import readings`.
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub enum Command {
     /// Imports files.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Collects every meter gateway once, now (the nightly collection, by hand).
+    Collect,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +230,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Collect => {
+            let store = open(&config.database_url).await?;
+            return collect_now(&store, &config).await;
+        }
         Command::Import(ImportCommand::Keys {
             file,
             residence,
@@ -260,6 +267,17 @@ async fn serve(store: Store, config: Config) -> anyhow::Result<()> {
             let _ = stopped.wait_for(|stop| *stop).await;
         }))
     });
+    let nightly = config.collection.enabled.then(|| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(crate::metering::schedule::run(
+            store.clone(),
+            config.collection.clone(),
+            crate::sync::instance_owner(&config.sync),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
@@ -272,6 +290,10 @@ async fn serve(store: Store, config: Config) -> anyhow::Result<()> {
     http::serve(listener, state, shutdown).await?;
     if let Some(engine) = engine {
         let _ = engine.await;
+    }
+    if let Some(nightly) = nightly {
+        // A collection under way is not waited for: its run stays open, marked unfinished.
+        nightly.abort();
     }
     store.close().await;
     Ok(())
@@ -345,4 +367,63 @@ async fn import_keys(
 
 fn bytecount_lines(data: &[u8]) -> usize {
     data.iter().filter(|b| **b == b'\n').count()
+}
+
+/// `gardien collect`: one collection of every gateway, with a progress bar on a
+/// terminal and a line per gateway. Exit code 3 when a gateway failed or meters are
+/// missing.
+async fn collect_now(store: &Store, config: &Config) -> anyhow::Result<ExitCode> {
+    let gateways = store.read().await?.collectable_gateways().await?.len();
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        let bar = indicatif::ProgressBar::new(gateways as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} passerelles ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let lines = bar.clone();
+    let options = config
+        .collection
+        .options(crate::sync::instance_owner(&config.sync));
+    let run = crate::metering::collect::collect(store, None, &options, move |gateway, part| {
+        let outcome = match &part.error {
+            Some(error) => format!("échec : {error}"),
+            None => format!(
+                "{} relevés sur {} ({} nouveaux, {} déjà connus, {} manquants, {} refusés, {} conflits), {} requêtes",
+                part.meters_read,
+                part.meters_expected,
+                part.readings_new,
+                part.readings_duplicate,
+                part.meters_missing,
+                part.rejected,
+                part.conflicts,
+                part.requests
+            ),
+        };
+        let line = format!("{} : {outcome}", gateway.name);
+        if terminal {
+            lines.println(line);
+        } else {
+            println!("{line}");
+        }
+        lines.inc(1);
+    })
+    .await?;
+    bar.finish_and_clear();
+    let Some(run) = run else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "collecte n°{} : {} compteurs relevés sur {}, {} manquants, {} passerelle(s) en échec sur {}",
+        run.id, run.meters_read, run.meters_expected, run.meters_missing, run.gateways_failed, run.gateways
+    );
+    Ok(if run.gateways_failed > 0 || run.meters_missing > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

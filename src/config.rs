@@ -24,8 +24,10 @@ pub struct Config {
     pub secure_cookies: bool,
     /// tracing filter, e.g. `info` or `gardien=debug,tower_http=info`.
     pub log: String,
-    /// The lock-programming engine.
+    /// The lock- and gateway-programming engine.
     pub sync: crate::sync::SyncConfig,
+    /// The nightly meter collection.
+    pub collection: crate::metering::schedule::CollectionConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             secure_cookies: false,
             log: "info".into(),
             sync: crate::sync::SyncConfig::default(),
+            collection: Default::default(),
         }
     }
 }
@@ -67,6 +70,10 @@ impl Config {
         if config.session_hours < 1 {
             anyhow::bail!("invalid configuration: session_hours must be at least 1");
         }
+        config
+            .collection
+            .schedule()
+            .map_err(|err| anyhow::anyhow!("invalid configuration: collection.{err}"))?;
         Ok(config)
     }
 }

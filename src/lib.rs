@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod metering;
 pub mod storage;
 pub mod sync;
 

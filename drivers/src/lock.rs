@@ -204,7 +204,7 @@ pub trait LockController: Send {
 impl DeviceProfile {
     /// How this device stores `key`, or why it cannot.
     pub fn credential_for(&self, key: &KeyIdentity) -> Result<Credential> {
-        let keys = &self.keys;
+        let keys = self.key_support();
         match key {
             KeyIdentity::Badge(uid) => {
                 if !keys.badge_uid_lengths.contains(&uid.len()) {
@@ -237,15 +237,16 @@ impl DeviceProfile {
 
     /// Checks that a door mask only names doors this device has.
     pub fn check_door_mask(&self, doors: u16) -> Result<u16> {
-        let limit = if self.keys.max_doors >= 16 {
+        let max_doors = self.key_support().max_doors;
+        let limit = if max_doors >= 16 {
             u16::MAX
         } else {
-            (1u16 << self.keys.max_doors) - 1
+            (1u16 << max_doors) - 1
         };
         if doors & !limit != 0 {
             return Err(DriverError::Unsupported(format!(
                 "door mask {doors:#06x} beyond the {} doors of a {}",
-                self.keys.max_doors, self.model
+                max_doors, self.model
             )));
         }
         Ok(doors)
@@ -253,10 +254,11 @@ impl DeviceProfile {
 
     /// Checks a door number (1-based) against the doors this device has.
     pub fn check_door_number(&self, door: u8) -> Result<u8> {
-        if door == 0 || door > self.keys.max_doors {
+        let max_doors = self.key_support().max_doors;
+        if door == 0 || door > max_doors {
             return Err(DriverError::Unsupported(format!(
-                "door {door} (1 to {} on a {})",
-                self.keys.max_doors, self.model
+                "door {door} (1 to {max_doors} on a {})",
+                self.model
             )));
         }
         Ok(door)

@@ -24,8 +24,16 @@ pub struct DeviceProfile {
     pub firmware_major: u8,
     pub modbus: ModbusSettings,
     pub identity: IdentityMap,
-    pub keys: KeySupport,
+    /// Lock controllers only: which keys the device holds.
+    pub keys: Option<KeySupport>,
     pub layout: Layout,
+}
+
+/// What a device is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRole {
+    LockController,
+    MeterGateway,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +137,8 @@ pub enum Layout {
     Px2Mailbox(MailboxLayout),
     /// Records written directly by the client, change counter, save-to-flash coil.
     Kl8Records(RecordLayout),
+    /// A meter gateway: a programmed meter list, a read-out trigger, a reading per slot.
+    MeterGateway(GatewayLayout),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +166,64 @@ pub struct RecordLayout {
     pub save_coil: u16,
     pub open_door_coil_base: u16,
     pub save_timeout_ms: u64,
+}
+
+/// A meter gateway's control registers, meter list and readings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayLayout {
+    /// Holding register: end of the last read-out (Unix time), 0 if none.
+    pub last_readout: Field,
+    /// Holding register: 0 idle, 1 read-out running.
+    pub readout_state: u16,
+    /// Holding register: write 1 to start a read-out.
+    pub trigger: u16,
+    /// Bus time one meter takes during a read-out, to know when to look for the end.
+    pub ms_per_meter: u64,
+    /// Meter slot i's holding registers start at `slots_base + slot_stride * i`:
+    /// active, id (BCD u32), manufacturer, version << 8 | medium, reserved.
+    pub slots_base: u16,
+    pub slot_stride: u16,
+    /// Meter slot i's reading (input registers) starts at `readings_base + reading_stride * i`.
+    pub readings_base: u16,
+    pub reading_stride: u16,
+    /// Where each value sits in a reading, as offsets from its start.
+    pub reading: ReadingMap,
+}
+
+/// Offsets (the `address` of each field) within one slot's reading.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingMap {
+    pub status: Field,
+    /// The index: a float in the meter's unit, or a raw integer scaled by `exponent`.
+    pub index: Field,
+    /// Power of ten applied to a raw integer index.
+    pub exponent: Option<Field>,
+    pub unit: Field,
+    /// Unix time of this meter's reading, 0 if never read.
+    pub time: Field,
+    /// The id (BCD) of the meter that answered.
+    pub id_echo: Field,
+}
+
+impl ReadingMap {
+    /// Registers from a reading's start that hold everything the service reads.
+    pub fn span(&self) -> u16 {
+        [
+            Some(&self.status),
+            Some(&self.index),
+            self.exponent.as_ref(),
+            Some(&self.unit),
+            Some(&self.time),
+            Some(&self.id_echo),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|field| field.address + field.registers())
+        .max()
+        .unwrap_or(0)
+    }
 }
 
 /// The profiles known to this build, by id.
@@ -202,19 +270,29 @@ impl Registry {
         self.profiles.values()
     }
 
-    /// The profile for a model name ("PX-2", case and dashes ignored) and, when known,
-    /// a firmware major version.
-    pub fn for_model(&self, model: &str, firmware_major: Option<u8>) -> Option<&DeviceProfile> {
+    /// The profile of a device with `role` for a model name ("PX-2", case and dashes
+    /// ignored) and, when known, a firmware major version.
+    pub fn for_model(
+        &self,
+        role: DeviceRole,
+        model: &str,
+        firmware_major: Option<u8>,
+    ) -> Option<&DeviceProfile> {
         let wanted = fold_model(model);
         self.profiles
             .values()
-            .filter(|p| fold_model(&p.model) == wanted)
+            .filter(|p| p.role() == role && fold_model(&p.model) == wanted)
             .find(|p| firmware_major.is_none_or(|major| p.firmware_major == major))
     }
 
-    /// Model names known, for error messages.
-    pub fn models(&self) -> Vec<String> {
-        let mut models: Vec<String> = self.profiles.values().map(|p| p.model.clone()).collect();
+    /// Model names known for `role`, for error messages.
+    pub fn models(&self, role: DeviceRole) -> Vec<String> {
+        let mut models: Vec<String> = self
+            .profiles
+            .values()
+            .filter(|p| p.role() == role)
+            .map(|p| p.model.clone())
+            .collect();
         models.dedup();
         models
     }
@@ -229,6 +307,13 @@ fn fold_model(model: &str) -> String {
 }
 
 impl DeviceProfile {
+    pub fn role(&self) -> DeviceRole {
+        match self.layout {
+            Layout::Px2Mailbox(_) | Layout::Kl8Records(_) => DeviceRole::LockController,
+            Layout::MeterGateway(_) => DeviceRole::MeterGateway,
+        }
+    }
+
     /// Checks what the code relies on: limits within Modbus, a table that fits.
     fn check(&self) -> Result<(), String> {
         let m = &self.modbus;
@@ -238,9 +323,21 @@ impl DeviceProfile {
         if !(1..=247).contains(&m.default_unit) {
             return Err("modbus.default_unit must be 1..=247".into());
         }
-        if self.keys.max_doors == 0 || self.keys.max_doors > 16 {
-            return Err("keys.max_doors must be 1..=16".into());
+        match (&self.keys, self.role()) {
+            (Some(keys), DeviceRole::LockController) => {
+                if keys.max_doors == 0 || keys.max_doors > 16 {
+                    return Err("keys.max_doors must be 1..=16".into());
+                }
+            }
+            (None, DeviceRole::LockController) => {
+                return Err("a lock controller needs a [keys] section".into())
+            }
+            (Some(_), DeviceRole::MeterGateway) => {
+                return Err("a meter gateway holds no keys: remove the [keys] section".into())
+            }
+            (None, DeviceRole::MeterGateway) => {}
         }
+        let keys = self.key_support();
         match &self.layout {
             Layout::Px2Mailbox(layout) => {
                 if self.identity.digest.is_none()
@@ -265,8 +362,7 @@ impl DeviceProfile {
                             .into(),
                     );
                 }
-                if self
-                    .keys
+                if keys
                     .badge_uid_lengths
                     .iter()
                     .any(|len| *len == 0 || *len > usize::from(layout.uid_registers) * 2)
@@ -284,7 +380,41 @@ impl DeviceProfile {
                     );
                 }
             }
+            Layout::MeterGateway(layout) => {
+                if layout.slot_stride < 5 || layout.slot_stride > m.max_write {
+                    return Err("layout.slot_stride must hold active, id (2), manufacturer and version/medium, and fit one write".into());
+                }
+                let span = layout.reading.span();
+                if span > layout.reading_stride || layout.reading_stride > m.max_read {
+                    return Err(
+                        "layout.reading fields must fit in reading_stride, and a reading in one read"
+                            .into(),
+                    );
+                }
+                if layout.reading.exponent.is_some()
+                    == (layout.reading.index.data_type == crate::registers::DataType::F32)
+                {
+                    return Err("layout.reading: a float index takes no exponent, an integer index needs one".into());
+                }
+                if self.identity.clock.is_none() || self.identity.used.is_none() {
+                    return Err(
+                        "a meter gateway needs identity.clock and identity.used (configured slots)"
+                            .into(),
+                    );
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Which keys a lock controller holds; empty for other devices (checked at load).
+    pub fn key_support(&self) -> &KeySupport {
+        static NONE: KeySupport = KeySupport {
+            badge_uid_lengths: Vec::new(),
+            badge_encoding: BadgeEncoding::Uid,
+            remote_encoding: RemoteEncoding::UidBe32,
+            max_doors: 0,
+        };
+        self.keys.as_ref().unwrap_or(&NONE)
     }
 }

@@ -1,7 +1,7 @@
 //! Every file of firmware-config/ parses, passes the checks, and is in the build.
 
 use gardien_drivers::lock::KeyIdentity;
-use gardien_drivers::{Credential, Registry};
+use gardien_drivers::{Credential, DeviceRole, Registry};
 
 #[test]
 fn every_profile_file_loads_and_is_embedded() {
@@ -32,14 +32,32 @@ fn every_profile_file_loads_and_is_embedded() {
 fn models_are_found_by_name_and_firmware() {
     let registry = Registry::builtin().expect("profiles");
     assert_eq!(
-        registry.for_model("px-2", Some(2)).map(|p| p.id.as_str()),
+        registry
+            .for_model(DeviceRole::LockController, "px-2", Some(2))
+            .map(|p| p.id.as_str()),
         Some("px2-fw2")
     );
     assert_eq!(
-        registry.for_model("KL8", None).map(|p| p.id.as_str()),
+        registry
+            .for_model(DeviceRole::LockController, "KL8", None)
+            .map(|p| p.id.as_str()),
         Some("kl8-fw1")
     );
-    assert!(registry.for_model("PX-2", Some(1)).is_none());
+    assert!(registry
+        .for_model(DeviceRole::LockController, "PX-2", Some(1))
+        .is_none());
+    for (major, id) in [(1, "mbg250-fw1"), (2, "mbg250-fw2")] {
+        assert_eq!(
+            registry
+                .for_model(DeviceRole::MeterGateway, "mbg250", Some(major))
+                .map(|p| p.id.as_str()),
+            Some(id)
+        );
+    }
+    // A gateway is not a lock controller, whatever its name.
+    assert!(registry
+        .for_model(DeviceRole::LockController, "MBG-250", None)
+        .is_none());
 }
 
 #[test]
@@ -86,4 +104,23 @@ fn a_broken_profile_is_refused_with_its_file_name() {
     assert!(error.starts_with("broken.toml"), "{error}");
     let unknown = good.replace("timeout_ms = 1000", "timeout_ms = 1000\ncolour = 1");
     assert!(Registry::from_files([("unknown.toml".to_string(), unknown)]).is_err());
+}
+
+#[test]
+fn a_gateway_profile_must_be_consistent() {
+    let good = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../firmware-config/mbg250-fw2.toml"
+    ))
+    .expect("profile");
+    // An integer index without its exponent cannot be scaled.
+    let no_exponent = good.replace("exponent = { address = 5, type = \"i16\" }", "");
+    let error = Registry::from_files([("g.toml".to_string(), no_exponent)]).expect_err("refused");
+    assert!(error.contains("exponent"), "{error}");
+    let with_keys = format!(
+        "{good}\n[keys]\nbadge_uid_lengths = [4]\nbadge_encoding = \"uid\"\nremote_encoding = \"card\"\nmax_doors = 1\n"
+    );
+    assert!(Registry::from_files([("k.toml".to_string(), with_keys)]).is_err());
+    let too_wide = good.replace("reading_stride = 16", "reading_stride = 8");
+    assert!(Registry::from_files([("w.toml".to_string(), too_wide)]).is_err());
 }

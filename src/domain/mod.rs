@@ -1,7 +1,9 @@
 //! The vocabulary of a co-ownership: plain types and rules, no SQL and no HTTP.
 
+pub mod consumption;
 pub mod key_id;
 pub mod key_status;
+pub mod meter;
 pub mod roles;
 pub mod text;
 

@@ -5,6 +5,8 @@ use sqlx::QueryBuilder;
 
 use super::audit::Actor;
 use super::{Db, Page, PageRequest, Table, Tx};
+use gardien_drivers::profile::DeviceRole;
+
 use crate::domain::{text, Policy, Transport};
 use crate::error::{Error, Result};
 
@@ -46,44 +48,7 @@ pub struct ControllerInput {
 
 impl ControllerInput {
     pub fn validated(self) -> Result<Self> {
-        let address = text::bounded("address", &self.address, 1, 200)?;
-        match self.transport {
-            Transport::ModbusTcp => check_host_port(&address)?,
-            Transport::ModbusRtu if address.contains(char::is_whitespace) => {
-                return Err(Error::invalid(
-                    "address",
-                    "chemin de port série sans espace attendu (ex. /dev/ttyUSB0)",
-                ))
-            }
-            Transport::Mqtt if address.contains(['+', '#']) => {
-                return Err(Error::invalid(
-                    "address",
-                    "un sujet MQTT sans « + » ni « # » est attendu (ex. residence/portes)",
-                ))
-            }
-            _ => {}
-        }
-        match (self.transport, self.modbus_unit) {
-            (Transport::Mqtt, Some(_)) => {
-                return Err(Error::invalid(
-                    "modbus_unit",
-                    "sans objet pour un contrôleur MQTT : omettez ce champ",
-                ))
-            }
-            (Transport::ModbusTcp | Transport::ModbusRtu, None) => {
-                return Err(Error::invalid(
-                    "modbus_unit",
-                    "requis pour Modbus : numéro d'esclave de 1 à 247",
-                ))
-            }
-            (_, Some(unit)) if !(1..=247).contains(&unit) => {
-                return Err(Error::invalid(
-                    "modbus_unit",
-                    format!("{unit} hors limites : numéro d'esclave de 1 à 247"),
-                ))
-            }
-            _ => {}
-        }
+        let address = check_device_link(self.transport, &self.address, self.modbus_unit)?;
         Ok(ControllerInput {
             name: text::bounded("name", &self.name, 1, 100)?,
             model: text::bounded("model", &self.model, 1, 64)?,
@@ -92,6 +57,54 @@ impl ControllerInput {
             ..self
         })
     }
+}
+
+/// Checks how a device is reached: the address for its transport and the Modbus unit
+/// id. Answers the address, trimmed.
+pub(crate) fn check_device_link(
+    transport: Transport,
+    address: &str,
+    modbus_unit: Option<i64>,
+) -> Result<String> {
+    let address = text::bounded("address", address, 1, 200)?;
+    match transport {
+        Transport::ModbusTcp => check_host_port(&address)?,
+        Transport::ModbusRtu if address.contains(char::is_whitespace) => {
+            return Err(Error::invalid(
+                "address",
+                "chemin de port série sans espace attendu (ex. /dev/ttyUSB0)",
+            ))
+        }
+        Transport::Mqtt if address.contains(['+', '#']) => {
+            return Err(Error::invalid(
+                "address",
+                "un sujet MQTT sans « + » ni « # » est attendu (ex. residence/portes)",
+            ))
+        }
+        _ => {}
+    }
+    match (transport, modbus_unit) {
+        (Transport::Mqtt, Some(_)) => {
+            return Err(Error::invalid(
+                "modbus_unit",
+                "sans objet pour un appareil MQTT : omettez ce champ",
+            ))
+        }
+        (Transport::ModbusTcp | Transport::ModbusRtu, None) => {
+            return Err(Error::invalid(
+                "modbus_unit",
+                "requis pour Modbus : numéro d'esclave de 1 à 247",
+            ))
+        }
+        (_, Some(unit)) if !(1..=247).contains(&unit) => {
+            return Err(Error::invalid(
+                "modbus_unit",
+                format!("{unit} hors limites : numéro d'esclave de 1 à 247"),
+            ))
+        }
+        _ => {}
+    }
+    Ok(address)
 }
 
 fn check_host_port(address: &str) -> Result<()> {
@@ -125,16 +138,18 @@ impl Tx {
     /// model no profile describes or a transport the device does not speak.
     async fn set_controller_profile(&mut self, id: i64, input: &ControllerInput) -> Result<()> {
         let profiles = self.device_profiles();
-        let profile = profiles.for_model(&input.model, None).ok_or_else(|| {
-            Error::invalid(
-                "model",
-                format!(
-                    "modèle « {} » inconnu ; modèles pris en charge : {}",
-                    input.model,
-                    profiles.models().join(", ")
-                ),
-            )
-        })?;
+        let profile = profiles
+            .for_model(DeviceRole::LockController, &input.model, None)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "model",
+                    format!(
+                        "modèle « {} » inconnu ; modèles pris en charge : {}",
+                        input.model,
+                        profiles.models(DeviceRole::LockController).join(", ")
+                    ),
+                )
+            })?;
         if input.transport == Transport::Mqtt {
             return Err(Error::invalid(
                 "transport",

@@ -11,7 +11,11 @@ pub mod auth;
 pub mod buildings;
 pub mod controllers;
 pub mod keys;
+pub mod gateways;
 pub mod locks;
+pub mod meter_sync;
+pub mod meters;
+pub mod readings;
 pub mod occupancies;
 pub mod page;
 pub mod people;
@@ -224,6 +228,8 @@ pub(crate) enum Table {
     Locks,
     Controllers,
     Profiles,
+    Gateways,
+    Meters,
 }
 
 impl Table {
@@ -238,6 +244,8 @@ impl Table {
             Table::Locks => "locks",
             Table::Controllers => "controllers",
             Table::Profiles => "access_profiles",
+            Table::Gateways => "meter_gateways",
+            Table::Meters => "meters",
         }
     }
 
@@ -253,6 +261,8 @@ impl Table {
             Table::Locks => "lock",
             Table::Controllers => "controller",
             Table::Profiles => "profile",
+            Table::Gateways => "gateway",
+            Table::Meters => "meter",
         }
     }
 
@@ -267,6 +277,8 @@ impl Table {
             Table::Locks => "porte",
             Table::Controllers => "contrôleur",
             Table::Profiles => "profil d'accès",
+            Table::Gateways => "passerelle",
+            Table::Meters => "compteur",
         }
     }
 }

@@ -176,6 +176,23 @@ struct ControllerCapacity {
     capacity: Option<i64>,
 }
 
+/// A device the engine visits under a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceRef {
+    Controller(i64),
+    Gateway(i64),
+}
+
+impl DeviceRef {
+    /// The status table holding its lease, the key column, the id.
+    fn status_row(self) -> (&'static str, &'static str, i64) {
+        match self {
+            DeviceRef::Controller(id) => ("controller_status", "controller_id", id),
+            DeviceRef::Gateway(id) => ("gateway_status", "gateway_id", id),
+        }
+    }
+}
+
 impl Tx {
     /// Recomputes what each controller of the residence must hold for `keys` (all keys
     /// when `None`), refusing a key a controller cannot hold, and marks changed targets
@@ -304,7 +321,7 @@ impl Tx {
         profile.credential_for(&identity).map(|c| c.to_string()).map_err(|_| {
             let why = match &identity {
                 KeyIdentity::Badge(uid) => {
-                    let lengths: Vec<String> = profile.keys.badge_uid_lengths.iter().map(usize::to_string).collect();
+                    let lengths: Vec<String> = profile.key_support().badge_uid_lengths.iter().map(usize::to_string).collect();
                     format!("elle n'accepte que des badges à UID de {} octets, celui-ci en a {}", lengths.join(" ou "), uid.len())
                 }
                 KeyIdentity::Remote(_) => "elle n'accepte pas de télécommandes".to_owned(),
@@ -454,43 +471,46 @@ impl Tx {
         Ok(())
     }
 
-    /// Takes the controller for `owner` until `until`, unless another instance holds it.
+    /// Takes the device for `owner` until `until`, unless another instance holds it.
     pub async fn take_lease(
         &mut self,
-        controller_id: i64,
+        device: DeviceRef,
         owner: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool> {
-        sqlx::query("INSERT INTO controller_status (controller_id) VALUES ($1) ON CONFLICT (controller_id) DO NOTHING")
-            .bind(controller_id)
-            .execute(self.conn())
-            .await?;
-        let taken = sqlx::query(
-            "UPDATE controller_status SET lease_owner = $1, lease_until = $2
-             WHERE controller_id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until IS NULL OR lease_until < $4)",
-        )
+        let (table, column, id) = device.status_row();
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({column}) VALUES ($1) ON CONFLICT ({column}) DO NOTHING"
+        ))
+        .bind(id)
+        .execute(self.conn())
+        .await?;
+        let taken = sqlx::query(&format!(
+            "UPDATE {table} SET lease_owner = $1, lease_until = $2
+             WHERE {column} = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until IS NULL OR lease_until < $4)"
+        ))
         .bind(owner)
         .bind(until)
-        .bind(controller_id)
+        .bind(id)
         .bind(now)
         .execute(self.conn())
         .await?;
         Ok(taken.rows_affected() == 1)
     }
 
-    pub async fn release_lease(&mut self, controller_id: i64, owner: &str) -> Result<()> {
-        sqlx::query("UPDATE controller_status SET lease_owner = NULL, lease_until = NULL WHERE controller_id = $1 AND lease_owner = $2")
-            .bind(controller_id)
-            .bind(owner)
-            .execute(self.conn())
-            .await?;
+    pub async fn release_lease(&mut self, device: DeviceRef, owner: &str) -> Result<()> {
+        let (table, column, id) = device.status_row();
+        sqlx::query(&format!(
+            "UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE {column} = $1 AND lease_owner = $2"
+        ))
+        .bind(id)
+        .bind(owner)
+        .execute(self.conn())
+        .await?;
         Ok(())
     }
 
-    /// Controllers with work due at `now`: pending rows, never seen, or due for a
-    /// routine visit (verification, events, audit) older than `routine_before`; and
-    /// not waiting out a failure backoff.
     pub async fn due_controllers(
         &mut self,
         now: DateTime<Utc>,

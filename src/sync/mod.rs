@@ -1,4 +1,5 @@
-//! The sync engine: makes the lock controllers hold what the database says.
+//! The sync engine: makes the lock controllers and meter gateways hold what the
+//! database says (keys for the former, the meter list for the latter).
 //!
 //! Work is durable: it sits in the `key_sync` outbox, written with the change that
 //! causes it. The engine wakes when a commit leaves work (or every `poll` for work left
@@ -7,6 +8,8 @@
 //! controller off exponentially (the circuit is "open" after three failures in a row);
 //! its rows stay pending. A lease on each controller keeps two service instances from
 //! programming the same one. Keys whose validity starts or ends are recomputed on time.
+//! Gateways have their own outbox (`meter_sync`) and visit (`metering::program`), and
+//! share the rest: wake-ups, bound, leases and backoff.
 
 pub mod plan;
 pub mod visit;
@@ -21,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::storage::sync::DeviceRef;
 use crate::storage::Store;
 use visit::{visit, VisitKind};
 
@@ -78,8 +82,13 @@ pub struct Engine {
     config: SyncConfig,
     /// Identifies this instance in controller leases.
     owner: String,
-    running: Arc<Mutex<HashSet<i64>>>,
+    running: Arc<Mutex<HashSet<DeviceRef>>>,
     permits: Arc<Semaphore>,
+}
+
+/// How this instance names itself in leases.
+pub fn instance_owner(config: &SyncConfig) -> String {
+    config.instance_id.clone().unwrap_or_else(host_name)
 }
 
 /// The host name, to name this instance in leases when the configuration does not.
@@ -94,7 +103,7 @@ fn host_name() -> String {
 
 impl Engine {
     pub fn new(store: Store, config: SyncConfig) -> Engine {
-        let owner = config.instance_id.clone().unwrap_or_else(host_name);
+        let owner = instance_owner(&config);
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Engine {
             store,
@@ -157,25 +166,27 @@ impl Engine {
         tx.commit().await
     }
 
-    /// Starts a visit for every controller with work due that is not being visited
-    /// here nor leased by another instance.
+    /// Starts a visit for every controller and gateway with work due that is not being
+    /// visited here nor leased by another instance.
     async fn dispatch(&self, now: DateTime<Utc>, visits: &mut JoinSet<()>) -> crate::Result<()> {
         let routine_before = now - chrono::Duration::seconds(self.config.routine_seconds as i64);
-        let due = self
-            .store
-            .read()
-            .await?
-            .due_controllers(now, routine_before, &self.owner)
-            .await?;
-        for controller in due {
-            let fresh = self
-                .running
+        let mut due: Vec<DeviceRef> = {
+            let mut tx = self.store.read().await?;
+            let controllers = tx.due_controllers(now, routine_before, &self.owner).await?;
+            let gateways = tx.due_gateways(now, &self.owner).await?;
+            controllers
+                .into_iter()
+                .map(DeviceRef::Controller)
+                .chain(gateways.into_iter().map(DeviceRef::Gateway))
+                .collect()
+        };
+        due.retain(|device| {
+            self.running
                 .lock()
-                .map(|mut running| running.insert(controller))
-                .unwrap_or(false);
-            if !fresh {
-                continue;
-            }
+                .map(|mut running| running.insert(*device))
+                .unwrap_or(false)
+        });
+        for device in due {
             let (store, config, owner, running, permits) = (
                 self.store.clone(),
                 self.config.clone(),
@@ -185,13 +196,13 @@ impl Engine {
             );
             visits.spawn(async move {
                 let visited = match permits.acquire_owned().await {
-                    Ok(_permit) => visit_with_lease(&store, &config, &owner, controller).await,
+                    Ok(_permit) => visit_with_lease(&store, &config, &owner, device).await,
                     Err(_) => false,
                 };
                 if let Ok(mut running) = running.lock() {
-                    running.remove(&controller);
+                    running.remove(&device);
                 }
-                // Work may have arrived for this controller while it was being visited.
+                // Work may have arrived for this device while it was being visited.
                 if visited {
                     store.wake_sync();
                 }
@@ -201,27 +212,88 @@ impl Engine {
     }
 }
 
-/// Visits a controller under a lease; records a failed or timed-out visit (backoff,
-/// error on its pending rows). Answers whether a visit ran.
+/// Visits a device under a lease; records a failed or timed-out visit (backoff, error
+/// on its pending rows). Answers whether a visit ran.
 async fn visit_with_lease(
     store: &Store,
     config: &SyncConfig,
     owner: &str,
-    controller: i64,
+    device: DeviceRef,
 ) -> bool {
     let now = Utc::now();
     let timeout = Duration::from_secs(config.visit_timeout_seconds.max(1));
     let lease_until =
         now + chrono::Duration::from_std(timeout * 2).unwrap_or(chrono::Duration::minutes(5));
-    let status = match store.write().await {
-        Ok(mut tx) => match tx.take_lease(controller, owner, now, lease_until).await {
-            Ok(true) => match (tx.controller_status(controller).await, tx.commit().await) {
-                (Ok(status), Ok(())) => status,
-                _ => return false,
-            },
-            _ => return false,
+    if !take_lease(store, device, owner, now, lease_until).await {
+        return false;
+    }
+    let failure = match device {
+        DeviceRef::Controller(controller) => {
+            visit_controller(store, config, controller, now, timeout).await
+        }
+        DeviceRef::Gateway(gateway) => {
+            match tokio::time::timeout(timeout, crate::metering::program::program(store, gateway))
+                .await
+            {
+                Ok(Ok(report)) => {
+                    tracing::debug!(gateway, ?report, "gateway programmed");
+                    None
+                }
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some(format!("visit timed out after {} s", timeout.as_secs())),
+            }
+        }
+    };
+    if let Some(error) = failure {
+        tracing::warn!(?device, %error, "device visit failed");
+        let recorded = match device {
+            DeviceRef::Controller(controller) => {
+                visit::record_failure(store, controller, &error).await
+            }
+            DeviceRef::Gateway(gateway) => {
+                crate::metering::program::record_failure(store, gateway, &error).await
+            }
+        };
+        if let Err(err) = recorded {
+            tracing::error!(?device, %err, "recording a failed visit");
+        }
+    }
+    if let Ok(mut tx) = store.write().await {
+        let _ = tx.release_lease(device, owner).await;
+        let _ = tx.commit().await;
+    }
+    true
+}
+
+/// Takes `device`'s lease until `until`; false if another instance holds it.
+pub(crate) async fn take_lease(
+    store: &Store,
+    device: DeviceRef,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> bool {
+    let Ok(mut tx) = store.write().await else {
+        return false;
+    };
+    matches!(tx.take_lease(device, owner, now, until).await, Ok(true)) && tx.commit().await.is_ok()
+}
+
+/// One controller visit: what it is for (audit, routine) follows from its status.
+/// Answers the error of a failed visit.
+async fn visit_controller(
+    store: &Store,
+    config: &SyncConfig,
+    controller: i64,
+    now: DateTime<Utc>,
+    timeout: Duration,
+) -> Option<String> {
+    let status = match store.read().await {
+        Ok(mut tx) => match tx.controller_status(controller).await {
+            Ok(status) => status,
+            Err(err) => return Some(err.to_string()),
         },
-        Err(_) => return false,
+        Err(err) => return Some(err.to_string()),
     };
     let routine_before = now - chrono::Duration::seconds(config.routine_seconds as i64);
     let kind = VisitKind {
@@ -230,23 +302,12 @@ async fn visit_with_lease(
             .is_none_or(|at| at < now - chrono::Duration::seconds(config.audit_seconds as i64)),
         routine: status.last_seen_at.is_none_or(|at| at < routine_before),
     };
-    let failure = match tokio::time::timeout(timeout, visit(store, controller, kind)).await {
+    match tokio::time::timeout(timeout, visit(store, controller, kind)).await {
         Ok(Ok(report)) => {
             tracing::debug!(controller, ?report, "controller visited");
             None
         }
         Ok(Err(err)) => Some(err.to_string()),
         Err(_) => Some(format!("visit timed out after {} s", timeout.as_secs())),
-    };
-    if let Some(error) = failure {
-        tracing::warn!(controller, %error, "controller visit failed");
-        if let Err(err) = visit::record_failure(store, controller, &error).await {
-            tracing::error!(controller, %err, "recording a failed visit");
-        }
     }
-    if let Ok(mut tx) = store.write().await {
-        let _ = tx.release_lease(controller, owner).await;
-        let _ = tx.commit().await;
-    }
-    true
 }
