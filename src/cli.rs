@@ -106,6 +106,16 @@ pub enum ImportCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Imports meter readings from a provider's CSV file: a header naming at least the
+    /// meter id, the date and the index; `;` or `,`; decimal comma or point.
+    Readings {
+        file: PathBuf,
+        #[arg(long)]
+        residence: i64,
+        /// Checks every line and reports, without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -181,7 +191,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 },
                 ..config
             };
+            // A first collection now, so that today's indexes show without waiting
+            // for the night.
+            let first = {
+                let (store, options) = (
+                    store.clone(),
+                    config
+                        .collection
+                        .options(crate::sync::instance_owner(&config.sync)),
+                );
+                tokio::spawn(async move {
+                    if let Err(err) =
+                        crate::metering::collect::collect(&store, None, &options, |_, _| {}).await
+                    {
+                        tracing::warn!(%err, "demo: first collection failed");
+                    }
+                })
+            };
             serve(store, config).await?;
+            first.abort();
             devices.stop().await;
         }
         Command::User(UserCommand::Add {
@@ -229,6 +257,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     residence.id, residence.name, residence.address
                 );
             }
+        }
+        Command::Import(ImportCommand::Readings {
+            file,
+            residence,
+            dry_run,
+        }) => {
+            let store = open(&config.database_url).await?;
+            return import_readings(&store, residence, &file, dry_run).await;
         }
         Command::Collect => {
             let store = open(&config.database_url).await?;
@@ -359,6 +395,79 @@ async fn import_keys(
         if report.dry_run { " (essai : rien n'a été enregistré)" } else { "" }
     );
     Ok(if report.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// `gardien import readings`: streams the file, with a progress bar on a terminal.
+/// Exit code 3 when lines were refused.
+async fn import_readings(
+    store: &Store,
+    residence: i64,
+    path: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or_default();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} lignes ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let progress = |done: u64| bar.set_position(done);
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tracing::debug!(bytes = size, file = %name, "importing readings");
+    let report = crate::import::readings::import_readings(
+        store,
+        residence,
+        std::io::BufReader::new(file),
+        &name,
+        dry_run,
+        &progress,
+    )
+    .await?;
+    bar.finish_and_clear();
+    for rejected in &report.rejected {
+        println!("ligne {} refusée : {}", rejected.line, rejected.reason);
+    }
+    if report.rejected_total > report.rejected.len() as u64 {
+        println!(
+            "… et {} autres lignes refusées",
+            report.rejected_total - report.rejected.len() as u64
+        );
+    }
+    if report.conflicts > 0 {
+        println!(
+            "{} relevés contredisent un relevé déjà enregistré (conservés à part, rien n'est écrasé) : lignes {:?}",
+            report.conflicts, report.conflict_lines
+        );
+    }
+    println!(
+        "{} lignes lues : {} relevés enregistrés, {} déjà connus, {} en conflit, {} refusées{}",
+        report.lines,
+        report.stored,
+        report.duplicates,
+        report.conflicts,
+        report.rejected_total,
+        if report.dry_run {
+            " (essai : rien n'a été enregistré)"
+        } else {
+            ""
+        }
+    );
+    Ok(if report.rejected_total == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

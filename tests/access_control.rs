@@ -105,6 +105,39 @@ fn for_role(body: &Value, role: &str) -> Value {
     serde_json::from_str(&body.to_string().replace("{role}", role)).expect("json")
 }
 
+/// A cold-water meter of `unit` with M-Bus id `mbus_id`, read by `gateway`.
+fn meter_body(unit: i64, mbus_id: &str, gateway: Option<i64>) -> Value {
+    json!({ "kind": "cold_water", "unit_id": unit, "mbus_id": mbus_id, "manufacturer": "KAM",
+            "medium": 22, "measure_unit": "m3", "digits": 5, "installed_on": "2025-01-01",
+            "initial_index": 12.5, "gateway_id": gateway })
+}
+
+fn gateway_body(name: &str) -> Value {
+    json!({ "name": name, "model": "MBG-250", "transport": "modbus_tcp", "address": "192.0.2.20:502", "modbus_unit": 1 })
+}
+
+fn with_building(mut body: Value, building: i64) -> Value {
+    body["building_id"] = json!(building);
+    body
+}
+
+/// A meter gateway and a cold-water meter of the residence's first flat, read by it.
+async fn metering(admin: &Client, f: &Fixture) -> (i64, i64) {
+    let gateway = admin
+        .create(&f.path("/gateways"), gateway_body("Passerelle"))
+        .await;
+    let meter = admin
+        .create(
+            &f.path("/meters"),
+            meter_body(f.units[0], "10000001", Some(gateway)),
+        )
+        .await;
+    (gateway, meter)
+}
+
+/// A small reading file for the import route.
+const READING_FILE: &str = "compteur;date;index\n10000001;01/02/2025;20\n";
+
 // ---------------------------------------------------------------------------------------
 // 1. Anonymous callers.
 
@@ -271,6 +304,7 @@ async fn each_role_on_the_records_of_the_residence() {
     } = cast().await;
     let occupancies = admin.get(&f.path("/occupancies")).await;
     let occupancy = page_ids(&occupancies)[0];
+    let (gateway, meter) = metering(&admin, &f).await;
     let families = [
         Family {
             name: "buildings",
@@ -325,6 +359,24 @@ async fn each_role_on_the_records_of_the_residence() {
             existing: f.profiles[0],
             create: json!({ "name": "Gardien", "lock_ids": [f.locks[0], f.locks[1]] }),
             expect: [MANAGES, MANAGES, REFUSED, REFUSED],
+        },
+        Family {
+            name: "gateways",
+            existing: gateway,
+            create: gateway_body("Passerelle B"),
+            expect: [MANAGES, MANAGES, REFUSED, REFUSED],
+        },
+        Family {
+            name: "meters",
+            existing: meter,
+            create: meter_body(f.units[1], "20000002", Some(gateway)),
+            // Residents read the meters of the units they occupy; providers' staff none.
+            expect: [
+                MANAGES,
+                MANAGES,
+                [200, 200, 403, 403, 403],
+                [200, 404, 403, 403, 403],
+            ],
         },
     ];
 
@@ -403,6 +455,18 @@ async fn each_role_on_the_records_of_the_residence() {
         (404, "not_found"),
         "{}",
         other.body
+    );
+    let meters = resident.get(&f.path("/meters")).await;
+    assert_eq!(
+        page_ids(&meters),
+        vec![meter],
+        "a resident lists only their flat's meters"
+    );
+    let meters = provider.get(&f.path("/meters")).await;
+    assert_eq!(
+        page_ids(&meters),
+        Vec::<i64>::new(),
+        "providers' staff see no meter"
     );
     server.stop().await;
 }
@@ -499,6 +563,18 @@ async fn each_role_on_keys_members_audit_and_the_residence() {
     let key = |id: i64, rest: &str| f.path(&format!("/keys/{id}{rest}"));
     let reason = json!({ "reason": "contrôle des droits" });
     let residence = admin.get(&f.path("")).await.body;
+    // The resident's flat's meter, the neighbour's, and a spare one to replace.
+    let (gateway, own_meter) = metering(&admin, &f).await;
+    let other_meter = admin
+        .create(
+            &f.path("/meters"),
+            meter_body(unit_b, "10000002", Some(gateway)),
+        )
+        .await;
+    let spare_meter = admin
+        .create(&f.path("/meters"), meter_body(unit_b, "10000003", None))
+        .await;
+    let meter = |id: i64, rest: &str| f.path(&format!("/meters/{id}{rest}"));
 
     // Rows run in order for each role, council first; each manager's writes leave the
     // keys as they found them, except where a resident or provider acts last.
@@ -600,6 +676,36 @@ async fn each_role_on_keys_members_audit_and_the_residence() {
         ),
         delete(f.path(&format!("/members/{leaving}")), [204, 404, 403, 403]),
         get(f.path("/audit"), [200, 200, 403, 403]),
+        // Meters: residents read their flat's, with readings and consumption.
+        get(meter(own_meter, "/readings"), [200, 200, 200, 404]),
+        get(meter(other_meter, "/readings"), [200, 200, 404, 404]),
+        get(
+            meter(own_meter, "/consumption?period=day"),
+            [200, 200, 200, 404],
+        ),
+        get(meter(other_meter, "/consumption"), [200, 200, 404, 404]),
+        get(
+            f.path(&format!("/units/{unit_a}/consumption")),
+            [200, 200, 200, 404],
+        ),
+        get(
+            f.path(&format!("/units/{unit_b}/consumption")),
+            [200, 200, 404, 404],
+        ),
+        get(meter(own_meter, "/sync"), [200, 200, 403, 403]),
+        get(
+            f.path(&format!("/gateways/{gateway}/status")),
+            [200, 200, 403, 403],
+        ),
+        get(f.path("/meter-alarms?all=true"), [200, 200, 403, 403]),
+        get(f.path("/reading-conflicts"), [200, 200, 403, 403]),
+        get(f.path("/collections"), [200, 200, 403, 403]),
+        // Replaced once, by the council: the syndic then finds it removed.
+        post(
+            meter(spare_meter, "/replace"),
+            json!({ "replaced_on": "2025-06-01", "final_index": 40, "mbus_id": "10000004", "manufacturer": "KAM" }),
+            [201, 409, 403, 403],
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -615,6 +721,25 @@ async fn each_role_on_keys_members_audit_and_the_residence() {
                 row.expect[index],
             ));
         }
+    }
+    // Reading files: the body is the file itself.
+    for (index, (role, client)) in roles.iter().enumerate() {
+        let path = f.path("/readings/import?dry_run=true");
+        let response = client
+            .raw(
+                Method::POST,
+                &path,
+                "text/csv",
+                READING_FILE.as_bytes().to_vec(),
+            )
+            .await;
+        failures.extend(check(
+            role,
+            &Method::POST,
+            &path,
+            &response,
+            [200, 200, 403, 403][index],
+        ));
     }
     assert_no_failures(&failures);
 
@@ -839,6 +964,8 @@ async fn path_ids(
     member: i64,
 ) -> HashMap<&'static str, i64> {
     let occupancy = page_ids(&admin.get(&f.path("/occupancies")).await)[0];
+    let gateway = page_ids(&admin.get(&f.path("/gateways")).await)[0];
+    let meter = page_ids(&admin.get(&f.path("/meters")).await)[0];
     HashMap::from([
         ("buildings", f.buildings[0]),
         ("units", f.units[0]),
@@ -850,6 +977,8 @@ async fn path_ids(
         ("profiles", f.profiles[0]),
         ("keys", key),
         ("members", member),
+        ("gateways", gateway),
+        ("meters", meter),
         // No alert or drift exists yet: any id must still answer 404 across residences.
         ("alerts", 999_999),
         ("drift", 999_999),
@@ -911,6 +1040,13 @@ fn plausible_body(method: &Method, template: &str, f: &Fixture) -> Option<Value>
         (Some("keys"), Some("hand-over")) => json!({ "holder_person_id": f.people[1] }),
         (Some("keys"), Some(_)) => json!({ "reason": "intrusion" }),
         (Some("alerts" | "drift" | "access-events"), _) => json!({}),
+        (Some("gateways"), _) => gateway_body("Intrus"),
+        (Some("meters"), Some("replace")) => {
+            json!({ "replaced_on": "2025-06-01", "final_index": 40, "mbus_id": "99990001", "manufacturer": "KAM" })
+        }
+        (Some("meters"), _) => meter_body(f.units[0], "99990000", None),
+        // The reading import refuses before reading its body (a CSV file).
+        (Some("readings"), _) => json!({}),
         (Some(other), _) => panic!("no plausible body for {method} {template} ({other})"),
     };
     Some(body)
@@ -934,6 +1070,11 @@ async fn snapshot(admin: &Client, f: &Fixture, key: i64) -> Vec<Value> {
         "/audit?limit=500".into(),
         format!("/keys/{key}/locks"),
         format!("/locks/{}/keys", f.locks[0]),
+        "/gateways".into(),
+        "/meters?removed=true".into(),
+        "/meter-alarms?all=true".into(),
+        "/reading-conflicts".into(),
+        "/collections".into(),
     ] {
         let response = admin.get(&f.path(&rest)).await;
         assert_eq!(response.status, 200, "snapshot {rest}: {}", response.body);
@@ -967,6 +1108,8 @@ async fn members_of_one_residence_cannot_reach_another() {
     assert_eq!(created.status, 201, "{}", created.body);
     let lone = server.login("seul@test.gardien", PASSWORD).await;
 
+    metering(&admin, &one).await;
+    metering(&admin, &two).await;
     let ids_one = path_ids(&admin, &one, key_one, member_one).await;
     let ids_two = path_ids(&admin, &two, key_two, member_two).await;
     let before = (
@@ -1084,6 +1227,21 @@ async fn members_of_one_residence_cannot_reach_another() {
             "/members",
             json!({ "email": "mixte@test.gardien", "role": "provider", "provider_id": two.provider, "display_name": "M", "password": PASSWORD }),
             "provider_id",
+        ),
+        (
+            "/meters",
+            meter_body(two.units[0], "99990002", None),
+            "unit_id",
+        ),
+        (
+            "/meters",
+            meter_body(one.units[0], "99990003", Some(ids_two["gateways"])),
+            "gateway_id",
+        ),
+        (
+            "/gateways",
+            with_building(gateway_body("Mixte"), two.buildings[0]),
+            "building_id",
         ),
     ];
     for (rest, body, field) in refused_references {

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// The listings of a residence, all compared before and after each refused request.
-const LISTINGS: [&str; 9] = [
+const LISTINGS: [&str; 11] = [
     "/buildings",
     "/units",
     "/people",
@@ -21,6 +21,15 @@ const LISTINGS: [&str; 9] = [
     "/locks",
     "/profiles",
     "/keys",
+    "/gateways",
+    "/meters?removed=true",
+];
+
+/// Unpaged listings of a residence, compared too.
+const LISTS: [&str; 3] = [
+    "/meter-alarms?all=true",
+    "/reading-conflicts",
+    "/collections",
 ];
 
 /// Everything a client can see: the residences with all their listings, members and
@@ -37,7 +46,13 @@ async fn snapshot(admin: &Client, rids: &[i64]) -> Value {
         paths.push(format!("/api/v1/residences/{rid}/members"));
         paths.push(format!("/api/v1/residences/{rid}/audit?limit=1"));
         for listing in LISTINGS {
-            paths.push(format!("/api/v1/residences/{rid}{listing}?limit=500"));
+            let separator = if listing.contains('?') { '&' } else { '?' };
+            paths.push(format!(
+                "/api/v1/residences/{rid}{listing}{separator}limit=500"
+            ));
+        }
+        for list in LISTS {
+            paths.push(format!("/api/v1/residences/{rid}{list}"));
         }
     }
     let mut requests = tokio::task::JoinSet::new();
@@ -1125,6 +1140,346 @@ async fn bad_payloads_are_refused_naming_the_field_and_change_nothing() {
     server.stop().await;
 }
 
+/// A cold-water meter of `unit`, read by `gateway`.
+fn meter(unit: i64, mbus_id: &str, gateway: i64) -> Value {
+    json!({ "kind": "cold_water", "unit_id": unit, "mbus_id": mbus_id, "manufacturer": "KAM",
+            "medium": 22, "measure_unit": "m3", "digits": 5, "installed_on": "2025-01-01",
+            "initial_index": 0, "gateway_id": gateway })
+}
+
+fn gateway(name: &str) -> Value {
+    json!({ "name": name, "model": "MBG-250", "transport": "modbus_tcp", "address": "192.0.2.30:502", "modbus_unit": 1 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_meters_gateways_and_consumption_queries_are_refused_and_change_nothing() {
+    use Expect::*;
+    let World {
+        server,
+        admin,
+        a,
+        b,
+        ..
+    } = world().await;
+    let long = "x".repeat(10_000);
+    let [a_gateway, b_gateway] = [&a, &b].map(|f| f.path("/gateways"));
+    let a_gateway = admin.create(&a_gateway, gateway("Passerelle A")).await;
+    let b_gateway = admin.create(&b_gateway, gateway("Passerelle A")).await;
+    let a_meter = admin
+        .create(&a.path("/meters"), meter(a.units[0], "12345678", a_gateway))
+        .await;
+    let a_other = admin
+        .create(&a.path("/meters"), meter(a.units[1], "12345679", a_gateway))
+        .await;
+    let b_meter = admin
+        .create(&b.path("/meters"), meter(b.units[0], "12345678", b_gateway))
+        .await;
+    let mut cases = Cases::default();
+
+    // Meters.
+    let meters = a.path("/meters");
+    let good = meter(a.units[0], "23456789", a_gateway);
+    for (field, value) in [
+        ("mbus_id", json!("1234567a")),
+        ("mbus_id", json!("123456789")),
+        ("mbus_id", json!("")),
+        ("mbus_id", json!(long)),
+        ("mbus_id", json!(23456789)),
+        ("manufacturer", json!("K4M")),
+        ("manufacturer", json!("KAMS")),
+        ("manufacturer", json!("")),
+        ("manufacturer", json!("ÉAU")),
+        // Heat, not water; not a byte.
+        ("medium", json!(4)),
+        ("medium", json!(300)),
+        ("medium", json!(-1)),
+        ("kind", json!("steam")),
+        ("measure_unit", json!("kwh")),
+        ("measure_unit", json!("litre")),
+        ("digits", json!(0)),
+        ("digits", json!(13)),
+        ("digits", json!(2.5)),
+        ("initial_index", json!(100_000)),
+        ("initial_index", json!(-0.5)),
+        ("initial_index", json!("12")),
+        ("installed_on", json!("0999-01-01")),
+        ("installed_on", json!("2025-02-30")),
+        ("installed_on", json!("01/01/2025")),
+        ("version", json!(256)),
+        ("label", json!("l".repeat(101))),
+        ("unit_id", json!(b.units[0])),
+        ("gateway_id", json!(b_gateway)),
+        ("gateway_id", json!(999_999)),
+        ("building_id", json!(b.buildings[0])),
+        ("colour", json!("bleu")),
+    ] {
+        cases.post(&meters, with(&good, field, value), Invalid(field));
+    }
+    // Initial index beyond what 3 digits show.
+    cases.post(
+        &meters,
+        with(
+            &with(&good, "digits", json!(3)),
+            "initial_index",
+            json!(1000),
+        ),
+        Invalid("initial_index"),
+    );
+    // A flat's meter needs its unit; a building's has none.
+    cases.post(
+        &meters,
+        with(&good, "unit_id", Value::Null),
+        Invalid("unit_id"),
+    );
+    cases.post(
+        &meters,
+        json!({ "kind": "general_water", "unit_id": a.units[0], "building_id": a.buildings[0], "mbus_id": "1",
+                "manufacturer": "KAM", "medium": 7, "measure_unit": "m3", "digits": 6, "installed_on": "2025-01-01" }),
+        Invalid("unit_id"),
+    );
+    for same in ["12345678", "1234 5678", " 12345678 "] {
+        cases.post(
+            &meters,
+            with(&good, "mbus_id", json!(same)),
+            Conflict("mbus_id"),
+        );
+    }
+    let a_meter_path = a.path(&format!("/meters/{a_meter}"));
+    cases.put(
+        &a_meter_path,
+        meter(a.units[0], "12345679", a_gateway),
+        Conflict("mbus_id"),
+    );
+    cases.put(
+        &a_meter_path,
+        with(
+            &meter(a.units[0], "12345678", a_gateway),
+            "digits",
+            json!(20),
+        ),
+        Invalid("digits"),
+    );
+    cases.put(
+        &a.path(&format!("/meters/{a_other}")),
+        meter(a.units[1], " 1234 5678", a_gateway),
+        Conflict("mbus_id"),
+    );
+    let b_meter_path = a.path(&format!("/meters/{b_meter}"));
+    cases.put(&b_meter_path, good.clone(), NotFound);
+    cases.delete(&b_meter_path, NotFound);
+    cases.get(&b_meter_path, NotFound);
+    cases.get(&a.path("/meters?kind=steam"), Invalid("kind"));
+    cases.get(&a.path("/meters?removed=oui"), Invalid("removed"));
+    cases.get(&a.path("/meters?limit=0"), Invalid("limit"));
+    cases.get(&a.path("/meters/abc"), BadPath("id"));
+
+    // Replacements.
+    let replace = a.path(&format!("/meters/{a_meter}/replace"));
+    let replacement = json!({ "replaced_on": "2025-06-01", "final_index": 50, "mbus_id": "34567890", "manufacturer": "KAM" });
+    for (field, value) in [
+        ("replaced_on", json!("2024-12-31")),
+        ("replaced_on", json!("0999-01-01")),
+        ("replaced_on", json!("demain")),
+        ("final_index", json!(100_000)),
+        ("final_index", json!(-1)),
+        ("final_index", json!("50")),
+        ("mbus_id", json!("abc")),
+        ("manufacturer", json!("12")),
+        ("medium", json!(4)),
+        ("digits", json!(13)),
+        ("initial_index", json!(1_000_000)),
+        ("reason", json!("r".repeat(501))),
+        ("colour", json!("bleu")),
+    ] {
+        cases.post(&replace, with(&replacement, field, value), Invalid(field));
+    }
+    cases.post(
+        &replace,
+        json!({ "final_index": 50 }),
+        Invalid("replaced_on"),
+    );
+    // The new meter's identity is taken: the old meter is left in place.
+    cases.post(
+        &replace,
+        with(&replacement, "mbus_id", json!("12345679")),
+        Conflict("mbus_id"),
+    );
+    cases.post(
+        &a.path(&format!("/meters/{b_meter}/replace")),
+        replacement.clone(),
+        NotFound,
+    );
+
+    // Gateways.
+    let gateways = a.path("/gateways");
+    let good = gateway("Passerelle B");
+    cases.post(
+        &gateways,
+        json!({ "name": "Passerelle MQTT", "model": "MBG-250", "transport": "mqtt", "address": "residence/compteurs" }),
+        Invalid("transport"),
+    );
+    for (field, value) in [
+        ("model", json!("XYZ-1")),
+        ("model", json!("")),
+        ("model", json!("PX-2")),
+        ("transport", json!("zigbee")),
+        ("address", json!("sans-port")),
+        ("modbus_unit", json!(0)),
+        ("modbus_unit", json!(null)),
+        ("name", json!(long)),
+        ("name", json!(" ")),
+        ("notes", json!("n".repeat(2001))),
+        ("building_id", json!(b.buildings[0])),
+        ("colour", json!("bleu")),
+    ] {
+        cases.post(&gateways, with(&good, field, value), Invalid(field));
+    }
+    cases.post(
+        &gateways,
+        with(&good, "name", json!("Passerelle A")),
+        Conflict("name"),
+    );
+    let b_gateway_path = a.path(&format!("/gateways/{b_gateway}"));
+    cases.put(&b_gateway_path, good.clone(), NotFound);
+    cases.delete(&b_gateway_path, NotFound);
+    cases.get(&format!("{b_gateway_path}/status"), NotFound);
+    cases.get(&a.path("/gateways/abc/status"), BadPath("id"));
+    cases.put(
+        &a.path(&format!("/gateways/{a_gateway}")),
+        with(&gateway("Passerelle A"), "model", json!("KL-8")),
+        Invalid("model"),
+    );
+
+    // Readings, consumption and the lists of managers.
+    let readings = a.path(&format!("/meters/{a_meter}/readings"));
+    cases.get(
+        &format!("{readings}?from=2025-03-02&to=2025-03-01"),
+        Invalid("to"),
+    );
+    cases.get(&format!("{readings}?from=hier"), Invalid("from"));
+    cases.get(&format!("{readings}?to=0999-01-01"), Invalid("to"));
+    cases.get(&format!("{readings}?limit=0"), Invalid("limit"));
+    cases.get(&format!("{readings}?offset=-1"), Invalid("offset"));
+    cases.get(&a.path(&format!("/meters/{b_meter}/readings")), NotFound);
+    for consumption in [
+        a.path(&format!("/meters/{a_meter}/consumption")),
+        a.path(&format!("/units/{}/consumption", a.units[0])),
+    ] {
+        let at = |query: &str| format!("{consumption}?{query}");
+        cases.get(&at("from=2025-03-01&to=2025-02-01"), Invalid("to"));
+        cases.get(&at("from=2199-01-01"), Invalid("from"));
+        cases.get(&at("period=week"), Invalid("period"));
+        cases.get(&at("period=DAY"), Invalid("period"));
+        cases.get(
+            &at("from=2000-01-01&to=2025-01-01&period=day"),
+            Invalid("to"),
+        );
+        cases.get(&at("from=2025-13-01"), Invalid("from"));
+        cases.get(&at("from=0999-01-01&period=year"), Invalid("from"));
+        cases.get(&at("to=2201-01-01"), Invalid("to"));
+        cases.get(&at("granularity=month"), Invalid("granularity"));
+    }
+    cases.get(&a.path(&format!("/meters/{b_meter}/consumption")), NotFound);
+    cases.get(
+        &a.path(&format!("/units/{}/consumption", b.units[0])),
+        NotFound,
+    );
+    cases.get(&a.path("/units/abc/consumption"), BadPath("id"));
+    cases.get(&a.path("/meter-alarms?all=peut-etre"), Invalid("all"));
+    cases.get(&a.path("/meter-alarms?meter_id=x"), Invalid("meter_id"));
+    cases.get(
+        &a.path("/reading-conflicts?meter_id=abc"),
+        Invalid("meter_id"),
+    );
+    cases.get(&a.path("/collections?limit=0"), Invalid("limit"));
+    cases.get(&a.path("/collections?limit=101"), Invalid("limit"));
+
+    let rids = [a.rid, b.rid];
+    run_cases(&admin, cases, &rids).await;
+
+    // Reading files: refused ones, and a dry run, store nothing.
+    let before = snapshot(&admin, &rids).await;
+    let readings_total = || async {
+        admin
+            .get(&a.path(&format!("/meters/{a_meter}/readings")))
+            .await
+            .body["total"]
+            .as_i64()
+            .expect("total")
+    };
+    let file = b"compteur;date;index\n12345678;01/02/2025;20\n".to_vec();
+    let import = a.path("/readings/import");
+    let mut failures = Vec::new();
+    for (query, content_type, bytes, status, field) in [
+        ("", "application/json", b"{}".to_vec(), 415, None),
+        ("", "text/plain", file.clone(), 415, None),
+        ("", "text/csv", Vec::new(), 422, Some("fichier")),
+        ("", "text/csv", b"a;b\n1;2\n".to_vec(), 422, None),
+        (
+            "?dry_run=peut-etre",
+            "text/csv",
+            file.clone(),
+            422,
+            Some("dry_run"),
+        ),
+        (
+            "?file_name=",
+            "text/csv",
+            file.clone(),
+            422,
+            Some("file_name"),
+        ),
+        ("?mode=rapide", "text/csv", file.clone(), 422, Some("mode")),
+        (
+            &format!("?file_name={}", "f".repeat(201)),
+            "text/csv",
+            file.clone(),
+            422,
+            Some("file_name"),
+        ),
+    ] {
+        let path = format!("{import}{query}");
+        let response = admin.raw(Method::POST, &path, content_type, bytes).await;
+        let ok = response.status == status
+            && field.is_none_or(|field| response.body["error"]["field"] == field)
+            && response.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.trim().is_empty());
+        if !ok {
+            failures.push(format!(
+                "POST {path} ({content_type}): {} {}, expected {status} {field:?}",
+                response.status, response.body
+            ));
+        }
+    }
+    let dry = admin
+        .raw(
+            Method::POST,
+            &format!("{import}?dry_run=true"),
+            "text/csv",
+            file,
+        )
+        .await;
+    assert_eq!(
+        (dry.status, &dry.body["stored"]),
+        (200, &json!(1)),
+        "{}",
+        dry.body
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(readings_total().await, 0);
+    assert!(
+        snapshot(&admin, &rids).await == before,
+        "a refused import or a dry run changed what clients see"
+    );
+
+    // The server still accepts good input afterwards.
+    admin
+        .create(&meters, meter(a.units[0], "23456789", a_gateway))
+        .await;
+    server.stop().await;
+}
+
 /// The error names the element at the index the client sent it at, whatever the order
 /// of the ids and however many duplicates come before it.
 #[tokio::test]
@@ -1685,6 +2040,17 @@ const FIELDS: &[&str] = &[
     "profile_ids",
     "reason",
     "expires_at",
+    "mbus_id",
+    "manufacturer",
+    "version",
+    "medium",
+    "measure_unit",
+    "digits",
+    "installed_on",
+    "initial_index",
+    "gateway_id",
+    "replaced_on",
+    "final_index",
 ];
 
 /// Values that pass or nearly pass the checks, to get past the first field.
@@ -1728,6 +2094,14 @@ const PLAUSIBLE: &[&str] = &[
     "\u{1F600}",
     "'; DROP TABLE access_keys; --",
     "%_%",
+    "cold_water",
+    "general_water",
+    "heat_cost_allocator",
+    "m3",
+    "kwh",
+    "KAM",
+    "12345678",
+    "MBG-250",
 ];
 
 const RAW_NUMBERS: &[&str] = &[
@@ -1864,6 +2238,11 @@ fn random_json_objects_never_get_a_5xx() {
         badge,
         ..
     } = runtime.block_on(world());
+    let meter = runtime.block_on(admin.create(
+        &a.path("/meters"),
+        json!({ "kind": "heating", "unit_id": a.units[0], "mbus_id": "1", "manufacturer": "KAM", "medium": 4,
+                "measure_unit": "kwh", "digits": 8, "installed_on": "2025-01-01" }),
+    ));
     let routes = [
         (Method::POST, "/api/v1/residences".to_owned()),
         (Method::POST, a.path("/units")),
@@ -1876,6 +2255,10 @@ fn random_json_objects_never_get_a_5xx() {
         (Method::PUT, a.path(&format!("/keys/{badge}"))),
         (Method::POST, a.path(&format!("/keys/{badge}/hand-over"))),
         (Method::POST, "/api/v1/auth/tokens".to_owned()),
+        (Method::POST, a.path("/gateways")),
+        (Method::POST, a.path("/meters")),
+        (Method::PUT, a.path(&format!("/meters/{meter}"))),
+        (Method::POST, a.path(&format!("/meters/{meter}/replace"))),
     ];
     let audit = std::cell::Cell::new(runtime.block_on(audit_total(&admin, a.rid)));
     let config = ProptestConfig {

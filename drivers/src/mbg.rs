@@ -275,7 +275,9 @@ impl MeterGateway {
             let status = self.status().await?;
             seen_running |= status.running;
             let ended = status.last_readout.is_some() && status.last_readout != before.last_readout;
-            if !status.running && (ended || seen_running) {
+            // Idle before the trigger and idle now: the read-out we started has ended
+            // (a fast bus may finish before the first look, in the same clock second).
+            if !status.running && (ended || seen_running || !before.running) {
                 return Ok(status);
             }
             if Instant::now() + step > deadline {

@@ -36,6 +36,8 @@ pub(crate) fn door_bit(door: u8) -> u16 {
 pub enum PresentError {
     #[error("door {door} does not exist: this controller has doors 1 to {doors}")]
     NoSuchDoor { door: u8, doors: u8 },
+    #[error("this device has no doors")]
+    NoDoors,
 }
 
 pub(crate) fn check_door(door: u8, doors: u8) -> Result<(), PresentError> {

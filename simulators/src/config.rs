@@ -2,6 +2,11 @@
 //!
 //! ```toml
 //! seed = 7                       # optional: makes every fault draw repeatable
+//! ground_truth = "truth.json"    # optional: where the meter scenarios are recorded
+//!
+//! [clock]                        # the virtual clock meters live on (default: now, running)
+//! start = "2025-01-06T00:00:00Z"
+//! running = true                 # false: only the `advance` command moves it
 //!
 //! [[bus]]                        # an RTU line; `pty = true` makes a PtyLink
 //! name = "basement"
@@ -10,7 +15,7 @@
 //!
 //! [[device]]
 //! name = "hall"
-//! kind = "px2"                   # or "kl8"
+//! kind = "px2"                   # or "kl8", or "mbg250" (see `mbg::config`)
 //! listen = "127.0.0.1:0"         # TCP (the default), or `port = 0`, or `bus = "basement"`
 //! entries = [{ uid = "04A22B91", doors = [1, 2] }]
 //! faults = { latency_ms = 20, drop = 0.01 }
@@ -27,6 +32,9 @@ use tokio_serial::Parity;
 use crate::device::{AnyDevice, Kl8Device, Px2Device};
 use crate::faults::{FaultSettings, Faults};
 use crate::kl8::{Kl8Config, Record};
+use crate::mbg::calendar::parse_instant;
+use crate::mbg::config::{GenerateConfig, MeterConfig, PopulationConfig, ScenarioConfig};
+use crate::mbg::{GroundTruth, SimClock};
 use crate::pty::PtyLink;
 use crate::px2::{Entry, Px2Config};
 use crate::server::{serve_rtu, serve_tcp, Server, TcpServer};
@@ -41,6 +49,19 @@ pub struct SimConfig {
     pub devices: Vec<DeviceConfig>,
     #[serde(default, rename = "bus")]
     pub buses: Vec<BusConfig>,
+    pub clock: Option<ClockConfig>,
+    /// Where to write the ground truth of the meter scenarios (JSON), at start.
+    pub ground_truth: Option<PathBuf>,
+}
+
+/// The virtual clock shared by every meter gateway of the simulation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// ISO-8601 UTC, e.g. "2025-01-06T00:00:00Z". Default: the system time.
+    pub start: Option<String>,
+    /// Runs with real time (default), or stands still between `advance` commands.
+    pub running: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -48,6 +69,7 @@ pub struct SimConfig {
 pub enum Kind {
     Px2,
     Kl8,
+    Mbg250,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +98,32 @@ pub struct DeviceConfig {
     pub entries: Vec<EntryConfig>,
     #[serde(default)]
     pub faults: FaultConfig,
+    /// MBG-250 only: real time a read-out spends per meter.
+    pub ms_per_meter: Option<u64>,
+    /// MBG-250 only: program the slots with the loop's meters at start (in order).
+    #[serde(default)]
+    pub program_slots: bool,
+    /// MBG-250 only: meters on the loop.
+    #[serde(default)]
+    pub meters: Vec<MeterConfig>,
+    /// MBG-250 only: a generated building on the loop.
+    pub population: Option<PopulationConfig>,
+    /// MBG-250 only: anomalies applied to meters of the loop.
+    #[serde(default)]
+    pub scenarios: Vec<ScenarioConfig>,
+    /// MBG-250 only: anomalies drawn over the loop's meters.
+    pub generate_scenarios: Option<GenerateConfig>,
+}
+
+impl DeviceConfig {
+    fn has_meter_settings(&self) -> bool {
+        self.ms_per_meter.is_some()
+            || self.program_slots
+            || !self.meters.is_empty()
+            || self.population.is_some()
+            || !self.scenarios.is_empty()
+            || self.generate_scenarios.is_some()
+    }
 }
 
 /// An initial table entry. PX-2: `uid`. KL-8: `record` and either `card` or a 4-byte `uid`.
@@ -139,6 +187,8 @@ pub enum ConfigError {
     Device { device: String, problem: String },
     #[error("bus {bus}: {problem}")]
     Bus { bus: String, problem: String },
+    #[error("clock: {problem}")]
+    Clock { problem: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -166,6 +216,7 @@ pub struct Endpoint {
 pub struct Simulation {
     devices: Vec<(String, AnyDevice)>,
     endpoints: Vec<Endpoint>,
+    clock: SimClock,
     _tcp: Vec<TcpServer>,
     _rtu: Vec<Server>,
     _links: Vec<PtyLink>,
@@ -179,13 +230,46 @@ impl Simulation {
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
+
+    pub fn devices(&self) -> impl Iterator<Item = (&str, &AnyDevice)> {
+        self.devices.iter().map(|(n, d)| (n.as_str(), d))
+    }
+
+    /// The virtual clock of the meter gateways.
+    pub fn clock(&self) -> &SimClock {
+        &self.clock
+    }
+
+    /// The scenarios applied to every meter gateway so far.
+    pub fn ground_truth(&self) -> GroundTruth {
+        let mut truth = GroundTruth::new();
+        for (_, device) in &self.devices {
+            if let AnyDevice::Mbg(mbg) = device {
+                truth.extend(mbg.ground_truth().scenarios);
+            }
+        }
+        truth
+    }
 }
 
 /// Builds the devices, opens the buses and listeners, and serves.
 pub async fn start(config: &SimConfig) -> Result<Simulation, ConfigError> {
+    let clock_config = config.clock.clone().unwrap_or_default();
+    let running = clock_config.running.unwrap_or(true);
+    let clock = match clock_config.start.as_deref() {
+        Some(text) => {
+            let start = parse_instant(text).ok_or_else(|| ConfigError::Clock {
+                problem: format!("{text} is not a date like 2025-01-06T00:00:00Z"),
+            })?;
+            SimClock::starting_at(start)
+        }
+        None => SimClock::system(),
+    };
+    clock.set_running(running);
     let mut sim = Simulation {
         devices: Vec::new(),
         endpoints: Vec::new(),
+        clock,
         _tcp: Vec::new(),
         _rtu: Vec::new(),
         _links: Vec::new(),
@@ -196,7 +280,7 @@ pub async fn start(config: &SimConfig) -> Result<Simulation, ConfigError> {
             return Err(device_error(cfg, "name used twice"));
         }
         let seed = config.seed.map(|s| s.wrapping_add(i as u64));
-        let device = build_device(cfg, seed)?;
+        let device = build_device(cfg, seed, &sim.clock)?;
         let mut endpoint = Endpoint {
             name: cfg.name.clone(),
             kind: cfg.kind,
@@ -230,6 +314,14 @@ pub async fn start(config: &SimConfig) -> Result<Simulation, ConfigError> {
         }
         sim.devices.push((cfg.name.clone(), device));
         sim.endpoints.push(endpoint);
+    }
+    if let Some(path) = &config.ground_truth {
+        sim.ground_truth()
+            .write(path)
+            .map_err(|source| ConfigError::Io {
+                context: format!("ground truth {}", path.display()),
+                source,
+            })?;
     }
     for bus in &config.buses {
         let client_path = start_bus(&mut sim, bus, &on_bus)?;
@@ -291,7 +383,11 @@ fn device_error(cfg: &DeviceConfig, problem: &str) -> ConfigError {
     }
 }
 
-fn build_device(cfg: &DeviceConfig, seed: Option<u64>) -> Result<AnyDevice, ConfigError> {
+fn build_device(
+    cfg: &DeviceConfig,
+    seed: Option<u64>,
+    clock: &SimClock,
+) -> Result<AnyDevice, ConfigError> {
     let error = |problem: &str| device_error(cfg, problem);
     let firmware = cfg
         .firmware
@@ -306,7 +402,18 @@ fn build_device(cfg: &DeviceConfig, seed: Option<u64>) -> Result<AnyDevice, Conf
     if cfg.faults.offline {
         faults.go_offline(None);
     }
+    if cfg.kind != Kind::Mbg250 && cfg.has_meter_settings() {
+        return Err(error(
+            "meters, scenarios and ms_per_meter are for an mbg250",
+        ));
+    }
     let device: AnyDevice = match cfg.kind {
+        Kind::Mbg250 => {
+            let start = clock.now();
+            crate::mbg::config::build(cfg, firmware, faults, clock, start)
+                .map_err(|problem| error(&problem))?
+                .into()
+        }
         Kind::Px2 => {
             if cfg.save_time_ms.is_some() {
                 return Err(error("save_time_ms is for a kl8"));
@@ -428,6 +535,71 @@ mod tests {
         assert_eq!(parse_firmware("2"), None);
         assert_eq!(door_mask(&[1, 3]), Some(0b101));
         assert_eq!(door_mask(&[17]), None);
+    }
+
+    #[tokio::test]
+    async fn starts_the_meters_file_and_writes_the_ground_truth() {
+        let text = include_str!("../examples/meters.toml");
+        let mut config: SimConfig = toml::from_str(text).expect("meters.toml");
+        let path = std::env::temp_dir().join(format!("meters-truth-{}.json", std::process::id()));
+        config.ground_truth = Some(path.clone());
+        let sim = start(&config).await.expect("start");
+        assert_eq!(sim.endpoints().len(), 3);
+        assert!(sim.endpoints().iter().all(|e| e.kind == Kind::Mbg250));
+        let truth = GroundTruth::read(&path).expect("ground truth written");
+        std::fs::remove_file(&path).unwrap();
+        // 2 listed + 7 drawn for building A, 1 for building B.
+        assert_eq!(truth.scenarios.len(), 10);
+        assert_eq!(truth, sim.ground_truth());
+        assert_eq!(truth.scenarios[0].gateway.as_deref(), Some("building-a"));
+        let Some(AnyDevice::Mbg(b)) = sim.device("building-b") else {
+            panic!("building-b is a gateway");
+        };
+        let snapshot = b.snapshot();
+        assert_eq!(snapshot.configured, 5);
+        let start = parse_instant("2025-01-06").unwrap();
+        assert!((start..start + 60).contains(&snapshot.virtual_time));
+        let rollover = b.meter_value_at(20_000_001, start).unwrap();
+        assert_eq!(rollover.value(), 99_999.2);
+    }
+
+    #[tokio::test]
+    async fn meter_settings_are_checked() {
+        let bad = [
+            (
+                "kind = \"px2\"\nmeters = [{ id = \"12345678\", usage = \"heating\" }]",
+                "mbg250",
+            ),
+            ("kind = \"mbg250\"\nfirmware = \"3.0\"", "1.x or 2.x"),
+            (
+                "kind = \"mbg250\"\nmeters = [{ id = \"1234\", usage = \"heating\" }]",
+                "8 digits",
+            ),
+            (
+                "kind = \"mbg250\"\nmeters = [{ id = \"12345678\", usage = \"cold_water\" }]\n\
+                 scenarios = [{ kind = \"leak\", meter = \"12345678\", start = \"2025-01-06\" }]",
+                "litres_per_hour",
+            ),
+            (
+                "kind = \"mbg250\"\nmeters = [{ id = \"12345678\", usage = \"heating\" }]\n\
+                 scenarios = [{ kind = \"leak\", meter = \"12345678\", start = \"2025-01-06\", \
+                 litres_per_hour = 3 }]",
+                "water meter",
+            ),
+            (
+                "kind = \"mbg250\"\npopulation = { seed = 1, first_id = \"1\", flats = 2 }",
+                "8 digits",
+            ),
+        ];
+        for (device, expected) in bad {
+            let text = format!("[[device]]\nname = \"gw\"\n{device}\n");
+            let config: SimConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let err = start(&config).await.unwrap_err().to_string();
+            assert!(err.contains("gw") && err.contains(expected), "{err}");
+        }
+        let bad_clock = "[clock]\nstart = \"tomorrow\"\n";
+        let config: SimConfig = toml::from_str(bad_clock).unwrap();
+        assert!(start(&config).await.is_err());
     }
 
     #[tokio::test]

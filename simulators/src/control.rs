@@ -8,14 +8,21 @@ use serde_json::{json, Value};
 use tokio_modbus::ExceptionCode;
 
 use crate::config::Simulation;
-use crate::device::AnyDevice;
+use crate::device::{AnyDevice, MbgDevice};
+use crate::mbg::calendar::{iso, parse_instant};
+use crate::mbg::codes::{format_id, parse_id, status};
 use crate::uid::Uid;
 
 pub const HELP: &str = "present <name> <uid-hex> <door> | offline <name> [seconds] | \
 online <name> | reboot <name> (memory loss) | power-cycle <name> | latency <name> <ms> | \
 drop <name> <probability> | drop-reply <name> <probability> | close <name> <probability> | \
 exception <name> <code> <probability> | capacity <name> <limit|none> | clear <name> | \
-status <name> | help | quit";
+status <name> | meter gateways: time | advance <seconds> | set-time <iso|unix> | \
+no-answer [<name>] <meter-id> on|off | stale <name> <slot> on|off | \
+force-status <name> <meter-id> <flag,...|none> | meter <name> <meter-id> | trigger <name> | \
+truth <path> | help | quit";
+
+const TWENTY_YEARS: i64 = 20 * 366 * 86_400;
 
 /// What the caller should do after answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +37,19 @@ pub fn run(sim: &Simulation, line: &str) -> (Value, Next) {
     match words.as_slice() {
         ["quit"] | ["exit"] => (json!({ "ok": true }), Next::Quit),
         ["help"] => (json!({ "ok": true, "help": HELP }), Next::Continue),
+        ["time" | "advance" | "set-time" | "truth", ..] => {
+            (answer(on_clock(sim, &words)), Next::Continue)
+        }
+        ["no-answer", meter, state] if sim.device(meter).is_none() => (
+            answer(no_answer_anywhere(sim, meter, state)),
+            Next::Continue,
+        ),
         [verb, name, args @ ..] => {
-            let answer = match sim.device(name) {
+            let result = match sim.device(name) {
                 Some(device) => on_device(device, verb, args),
                 None => Err(format!("no device named {name}")),
             };
-            let value = match answer {
-                Ok(Value::Null) => json!({ "ok": true }),
-                Ok(value) => json!({ "ok": true, "result": value }),
-                Err(error) => json!({ "ok": false, "error": error }),
-            };
-            (value, Next::Continue)
+            (answer(result), Next::Continue)
         }
         _ => (
             json!({ "ok": false, "error": format!("unknown command; try: {HELP}") }),
@@ -49,7 +58,108 @@ pub fn run(sim: &Simulation, line: &str) -> (Value, Next) {
     }
 }
 
+fn answer(result: Result<Value, String>) -> Value {
+    match result {
+        Ok(Value::Null) => json!({ "ok": true }),
+        Ok(value) => json!({ "ok": true, "result": value }),
+        Err(error) => json!({ "ok": false, "error": error }),
+    }
+}
+
+/// The virtual clock, shared by the simulation's meter gateways, and their ground truth.
+fn on_clock(sim: &Simulation, words: &[&str]) -> Result<Value, String> {
+    let clock = sim.clock();
+    match words {
+        // Twenty years either way: each hour jumped is an hour every meter integrates.
+        ["advance", seconds] => clock.advance(parse_in(seconds, -TWENTY_YEARS..=TWENTY_YEARS)?),
+        ["set-time", when] => {
+            clock.set_time(parse_instant(when).ok_or("give a date like 2025-01-15T06:00:00Z")?)
+        }
+        ["truth", path] => sim
+            .ground_truth()
+            .write(path)
+            .map_err(|e| format!("{path}: {e}"))?,
+        ["time"] => {}
+        _ => return Err(format!("bad arguments for {}; try: {HELP}", words[0])),
+    }
+    let now = clock.now();
+    Ok(json!({ "unix": now, "iso": iso(now) }))
+}
+
+/// `no-answer <meter-id> on|off`: on whichever gateway has the meter.
+fn no_answer_anywhere(sim: &Simulation, meter: &str, state: &str) -> Result<Value, String> {
+    let id = parse_id(meter).ok_or_else(|| format!("no device or meter id named {meter}"))?;
+    let on = on_off(state)?;
+    let mut found = false;
+    for (_, device) in sim.devices() {
+        if let AnyDevice::Mbg(mbg) = device {
+            found |= mbg.set_answering(id, !on).is_ok();
+        }
+    }
+    if found {
+        Ok(Value::Null)
+    } else {
+        Err(format!("no gateway has meter {meter}"))
+    }
+}
+
+fn on_off(word: &str) -> Result<bool, String> {
+    match word {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{word}: say on or off")),
+    }
+}
+
+/// The commands only a meter gateway has.
+fn on_mbg(mbg: &MbgDevice, verb: &str, args: &[&str]) -> Option<Result<Value, String>> {
+    let meter =
+        |text: &str| parse_id(text).ok_or_else(|| format!("{text} is not an 8-digit meter id"));
+    let result = match (verb, args) {
+        ("no-answer", [id, state]) => meter(id).and_then(|id| {
+            let on = on_off(state)?;
+            mbg.set_answering(id, !on).map_err(|e| e.to_string())?;
+            Ok(Value::Null)
+        }),
+        ("stale", [slot, state]) => parse_in(slot, 0..=u16::MAX).and_then(|slot| {
+            let on = on_off(state)?;
+            if mbg.set_stale(slot, on) {
+                Ok(Value::Null)
+            } else {
+                Err(format!("no slot {slot}"))
+            }
+        }),
+        ("force-status", [id, flags]) => meter(id).and_then(|id| {
+            let bits = match *flags {
+                "none" => 0,
+                flags => flags.split(',').try_fold(0, |bits, name| {
+                    status::by_name(name)
+                        .map(|bit| bits | bit)
+                        .ok_or_else(|| format!("unknown flag {name}"))
+                })?,
+            };
+            mbg.force_status(id, bits).map_err(|e| e.to_string())?;
+            Ok(Value::Null)
+        }),
+        ("meter", [id]) => meter(id).and_then(|id| {
+            let value = mbg.meter_value(id).ok_or("no such meter on the loop")?;
+            Ok(json!({
+                "value": value.value(), "unit": value.unit,
+                "raw": value.raw, "exponent": value.exponent,
+            }))
+        }),
+        ("trigger", []) => Ok(json!({ "started": mbg.trigger() })),
+        _ => return None,
+    };
+    Some(result)
+}
+
 fn on_device(device: &AnyDevice, verb: &str, args: &[&str]) -> Result<Value, String> {
+    if let AnyDevice::Mbg(mbg) = device {
+        if let Some(result) = on_mbg(mbg, verb, args) {
+            return result;
+        }
+    }
     let faults = device.faults();
     match (verb, args) {
         ("present", [uid, door]) => {
@@ -158,6 +268,31 @@ fn status(device: &AnyDevice) -> Value {
                 "saving": s.saving, "records": records(&s.records), "saved": records(&s.saved),
             })
         }
+        AnyDevice::Mbg(mbg) => {
+            let s = mbg.snapshot();
+            let slots: Vec<Value> = s
+                .slots
+                .iter()
+                .map(|(slot, c)| json!({ "slot": slot, "id": format_id(c.id), "active": c.active }))
+                .collect();
+            let readings: Vec<Value> = s
+                .readings
+                .iter()
+                .map(|(slot, r)| {
+                    json!({
+                        "slot": slot, "status": r.status, "time": r.time,
+                        "value": r.value.map(|v| v.value()), "unit": r.value.map(|v| v.unit),
+                        "id_echo": r.id_echo.map(format_id),
+                    })
+                })
+                .collect();
+            json!({
+                "kind": "mbg250", "offline": offline, "configured": s.configured,
+                "last_readout": s.last_readout, "running": s.running, "clock": s.clock,
+                "virtual_time": iso(s.virtual_time), "meters": mbg.with_bus(|b| b.len()),
+                "slots": slots, "readings": readings,
+            })
+        }
     }
 }
 
@@ -193,5 +328,48 @@ mod tests {
         assert_eq!(run(&sim, "reboot hall").0["ok"], true);
         assert_eq!(run(&sim, "status hall").0["result"]["used"], 0);
         assert_eq!(run(&sim, "quit").1, Next::Quit);
+    }
+
+    #[tokio::test]
+    async fn meter_gateway_commands() {
+        let text = "[clock]\nstart = \"2025-01-15T00:00:00Z\"\nrunning = false\n\
+                    [[device]]\nname = \"gw\"\nkind = \"mbg250\"\nprogram_slots = true\n\
+                    meters = [{ id = \"12345678\", usage = \"cold_water\", initial = 5.0 }]\n";
+        let config: SimConfig = toml::from_str(text).unwrap();
+        let sim = start(&config).await.unwrap();
+        let ok = |line: &str| {
+            let (answer, _) = run(&sim, line);
+            assert_eq!(answer["ok"], true, "{line}: {answer}");
+            answer
+        };
+        assert_eq!(ok("time")["result"]["iso"], "2025-01-15T00:00:00Z");
+        assert_eq!(ok("advance 3600")["result"]["unix"], 1_736_902_800);
+        assert_eq!(
+            ok("set-time 2025-01-16")["result"]["iso"],
+            "2025-01-16T00:00:00Z"
+        );
+        assert!(ok("meter gw 12345678")["result"]["value"].as_f64().unwrap() > 5.0);
+        ok("no-answer 12345678 on");
+        ok("no-answer gw 12345678 off");
+        ok("force-status gw 12345678 leak,battery_low");
+        ok("stale gw 0 off");
+        ok("trigger gw");
+        let status = ok("status gw");
+        assert_eq!(status["result"]["kind"], "mbg250");
+        assert_eq!(status["result"]["slots"][0]["id"], "12345678");
+        for bad in [
+            "no-answer 87654321 on",
+            "no-answer gw 12345678 maybe",
+            "force-status gw 12345678 smoke",
+            "stale gw 250 on",
+            "meter gw 1234",
+            "present gw 04A22B91 1",
+            "advance soon",
+        ] {
+            assert_eq!(run(&sim, bad).0["ok"], false, "{bad}");
+        }
+        let path = std::env::temp_dir().join(format!("control-truth-{}.json", std::process::id()));
+        ok(&format!("truth {}", path.display()));
+        assert!(std::fs::remove_file(path).is_ok());
     }
 }

@@ -9,6 +9,10 @@ use tokio_modbus::{ExceptionCode, Request, Response};
 use crate::access::{AccessResult, PresentError};
 use crate::faults::Faults;
 use crate::kl8::{Kl8, Kl8Config, Record};
+use crate::mbg::{
+    BusError, BusMeter, GroundTruth, MBusLoop, Mbg, MbgConfig, MeterValue, Scenario, ScenarioError,
+    SimClock, SlotConfig, SlotReading, TruthRecord,
+};
 use crate::px2::{Entry, Px2, Px2Config};
 use crate::uid::Uid;
 
@@ -50,6 +54,23 @@ impl Machine for Kl8 {
     }
     fn set_capacity_limit(&mut self, limit: Option<u16>) {
         Kl8::set_capacity_limit(self, limit);
+    }
+}
+
+/// A gateway's reboot keeps its meter list (flash) and loses its readings and a
+/// running read-out (RAM); losing memory is a factory reset, which empties the list.
+impl Machine for Mbg {
+    fn handle(&mut self, request: &Request<'_>, now: Instant) -> Result<Response, ExceptionCode> {
+        Mbg::handle(self, request, now)
+    }
+    fn reboot(&mut self, _now: Instant) {
+        self.power_cycle();
+    }
+    fn reboot_with_memory_loss(&mut self, _now: Instant) {
+        self.factory_reset();
+    }
+    fn set_capacity_limit(&mut self, limit: Option<u16>) {
+        Mbg::set_capacity_limit(self, limit);
     }
 }
 
@@ -117,6 +138,7 @@ impl<M: Machine> Device<M> {
 
 pub type Px2Device = Device<Px2>;
 pub type Kl8Device = Device<Kl8>;
+pub type MbgDevice = Device<Mbg>;
 
 /// The facts of a PX-2 a test usually checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,11 +228,152 @@ impl Device<Kl8> {
     }
 }
 
-/// Either kind of controller, for servers and the binary that handle both.
+/// The facts of an MBG-250 a test usually checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MbgSnapshot {
+    /// Slots written with anything but zeros, active or not.
+    pub slots: Vec<(u16, SlotConfig)>,
+    /// Active slots (register 3).
+    pub configured: u16,
+    /// End of the last read-out, gateway clock (registers 4-5), 0 if none.
+    pub last_readout: u32,
+    pub running: bool,
+    /// Slots with something to show (a status or a reading).
+    pub readings: Vec<(u16, SlotReading)>,
+    /// The clock register (virtual time plus the client's offset).
+    pub clock: u32,
+    /// Virtual time, what the meters live on.
+    pub virtual_time: i64,
+}
+
+impl Device<Mbg> {
+    pub fn new(config: MbgConfig, faults: Faults) -> Self {
+        let unit_id = config.unit_id;
+        Device::from_machine(Mbg::new(config), unit_id, faults)
+    }
+
+    pub fn snapshot(&self) -> MbgSnapshot {
+        self.with(|mbg, now| {
+            mbg.settle(now);
+            let numbered = (0u16..).zip(mbg.slots().iter().copied());
+            MbgSnapshot {
+                slots: numbered
+                    .filter(|(_, s)| *s != SlotConfig::default())
+                    .collect(),
+                configured: mbg.configured(),
+                last_readout: mbg.last_readout(),
+                running: mbg.is_running(),
+                readings: (0u16..)
+                    .zip(mbg.readings().iter().copied())
+                    .filter(|(_, r)| *r != SlotReading::default())
+                    .collect(),
+                clock: mbg.gateway_clock(now),
+                virtual_time: mbg.virtual_time(now),
+            }
+        })
+    }
+
+    /// The virtual clock (shared with any gateway built with the same one).
+    pub fn clock(&self) -> SimClock {
+        self.with(|mbg, _| mbg.clock().clone())
+    }
+
+    /// Sets the virtual clock, for every gateway sharing it.
+    pub fn set_time(&self, unix: i64) {
+        self.clock().set_time(unix);
+    }
+
+    /// Moves the virtual clock on; the meters consume for the span.
+    pub fn advance(&self, seconds: i64) {
+        self.clock().advance(seconds);
+    }
+
+    /// Runs `f` on the M-Bus loop.
+    pub fn with_bus<R>(&self, f: impl FnOnce(&mut MBusLoop) -> R) -> R {
+        self.with(|mbg, _| f(mbg.bus_mut()))
+    }
+
+    pub fn add_meter(&self, meter: BusMeter) -> Result<(), BusError> {
+        self.with_bus(|bus| bus.add(meter))
+    }
+
+    /// Adds meters until one is refused.
+    pub fn add_meters(&self, meters: impl IntoIterator<Item = BusMeter>) -> Result<(), BusError> {
+        self.with_bus(|bus| meters.into_iter().try_for_each(|m| bus.add(m)))
+    }
+
+    pub fn remove_meter(&self, id: u32) -> Option<BusMeter> {
+        self.with_bus(|bus| bus.remove(id))
+    }
+
+    /// Swaps meter `old` for `new` now (virtual time); answers the old final index.
+    pub fn swap_meter(&self, old: u32, new: BusMeter) -> Result<MeterValue, BusError> {
+        self.with(|mbg, now| {
+            let t = mbg.virtual_time(now);
+            mbg.bus_mut().replace(old, new, t)
+        })
+    }
+
+    pub fn set_answering(&self, id: u32, answering: bool) -> Result<(), BusError> {
+        self.with_bus(|bus| bus.set_answering(id, answering))
+    }
+
+    /// The meter stops answering from `unix` (virtual time) on.
+    pub fn silence_from(&self, id: u32, unix: i64) -> Result<(), BusError> {
+        self.with_bus(|bus| bus.silence(id, unix, None))
+    }
+
+    /// Flags the meter reports (see [`crate::mbg::status`]).
+    pub fn force_status(&self, id: u32, bits: u16) -> Result<(), BusError> {
+        self.with_bus(|bus| bus.force_status(id, bits))
+    }
+
+    /// Fault: read-outs leave this slot untouched. False past the list.
+    pub fn set_stale(&self, slot: u16, stale: bool) -> bool {
+        self.with(|mbg, _| mbg.set_stale(slot, stale))
+    }
+
+    /// Writes a slot as if the client had programmed it. False past the list.
+    pub fn program(&self, slot: u16, config: SlotConfig) -> bool {
+        self.with(|mbg, _| mbg.program(slot, config))
+    }
+
+    /// Starts a read-out as writing 1 to register 7 does; false if one runs.
+    pub fn trigger(&self) -> bool {
+        self.with(|mbg, now| mbg.trigger(now))
+    }
+
+    /// A meter's index now (virtual time), answering or not.
+    pub fn meter_value(&self, id: u32) -> Option<MeterValue> {
+        self.with(|mbg, now| {
+            let t = mbg.virtual_time(now);
+            mbg.bus_mut().index_at(id, t)
+        })
+    }
+
+    pub fn meter_value_at(&self, id: u32, unix: i64) -> Option<MeterValue> {
+        self.with_bus(|bus| bus.index_at(id, unix))
+    }
+
+    /// Applies an anomaly scenario to this gateway's loop; the record names the gateway.
+    pub fn apply(&self, scenario: &Scenario) -> Result<TruthRecord, ScenarioError> {
+        self.with(|mbg, _| mbg.apply(scenario))
+    }
+
+    /// The scenarios applied to this gateway.
+    pub fn ground_truth(&self) -> GroundTruth {
+        let mut truth = GroundTruth::new();
+        truth.extend(self.with(|mbg, _| mbg.truth().to_vec()));
+        truth
+    }
+}
+
+/// Any simulated device, for servers and the binary that handle them all.
 #[derive(Debug, Clone)]
 pub enum AnyDevice {
     Px2(Px2Device),
     Kl8(Kl8Device),
+    Mbg(MbgDevice),
 }
 
 impl From<Px2Device> for AnyDevice {
@@ -225,11 +388,18 @@ impl From<Kl8Device> for AnyDevice {
     }
 }
 
+impl From<MbgDevice> for AnyDevice {
+    fn from(device: MbgDevice) -> Self {
+        AnyDevice::Mbg(device)
+    }
+}
+
 macro_rules! each {
     ($self:expr, $d:ident => $body:expr) => {
         match $self {
             AnyDevice::Px2($d) => $body,
             AnyDevice::Kl8($d) => $body,
+            AnyDevice::Mbg($d) => $body,
         }
     };
 }
@@ -247,8 +417,13 @@ impl AnyDevice {
         each!(self, d => d.handle(request))
     }
 
+    /// A badge at a door; a meter gateway has none.
     pub fn present(&self, uid: &Uid, door: u8) -> Result<AccessResult, PresentError> {
-        each!(self, d => d.present(uid, door))
+        match self {
+            AnyDevice::Px2(d) => d.present(uid, door),
+            AnyDevice::Kl8(d) => d.present(uid, door),
+            AnyDevice::Mbg(_) => Err(PresentError::NoDoors),
+        }
     }
 
     pub fn reboot(&self) {

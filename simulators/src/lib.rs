@@ -1,17 +1,22 @@
-//! Simulated lock controllers for gardien's tests and demo.
+//! Simulated devices for gardien's tests and demo.
 //!
-//! Two controllers are modelled from their interface manuals
-//! (`shared/devices/PX-2-lock-controller.md` and `KL-8-lock-controller.md`): the
-//! PX-2, programmed through a command mailbox, with a digest and an access event log,
-//! and the KL-8, whose card records are written directly and survive a power cut only
-//! once saved to flash. The simulators follow the manuals, not gardien's drivers, so a
+//! Two lock controllers and a meter gateway are modelled from their interface manuals
+//! (`shared/devices/PX-2-lock-controller.md`, `KL-8-lock-controller.md` and
+//! `MBG-250-meter-gateway.md`): the PX-2, programmed through a command mailbox, with a
+//! digest and an access event log; the KL-8, whose card records are written directly
+//! and survive a power cut only once saved to flash; and the MBG-250, which reads the
+//! M-Bus meters a client lists in it (both firmware lines), with meters that consume
+//! like households on a virtual clock, faults, and anomaly scenarios recorded in a
+//! ground-truth file. The simulators follow the manuals, not gardien's drivers, so a
 //! driver that passes against them should pass against a real device.
 //!
 //! Layers, bottom up:
-//! - [`px2`] and [`kl8`]: each controller as pure state with its register map; time is
-//!   an argument, so they are unit-tested without waiting.
-//! - [`device`]: cloneable handles ([`Px2Device`], [`Kl8Device`]) sharing one state
-//!   behind a lock, with its [`Faults`]; also where a badge is presented.
+//! - [`px2`], [`kl8`] and [`mbg`]: each device as pure state with its register map;
+//!   time is an argument, so they are unit-tested without waiting. [`mbg`] also holds
+//!   the M-Bus loop, the consumption model, the scenarios and the ground truth.
+//! - [`device`]: cloneable handles ([`Px2Device`], [`Kl8Device`], [`MbgDevice`])
+//!   sharing one state behind a lock, with its [`Faults`]; also where a badge is
+//!   presented, or a gateway's meters are reached.
 //! - [`faults`]: latency, lost requests and answers, closed connections, injected
 //!   exceptions, offline periods, drawn from a seedable RNG.
 //! - [`server`]: tokio-modbus services on TCP and on an RTU serial line, where several
@@ -40,6 +45,27 @@
 //!   or 1), or FC06 of 0 to a `state` register, which leaves card and mask in place;
 //!   anything else is 03. The save copies the table as it is when 1 is written;
 //!   writing 1 again restarts it.
+//! - MBG-250 map: holding 0-7, 30-31 and 100 + 8·i; input 1000 + 16·i (i < 250).
+//!   Holding 8-29 and 32-99 are holes (02).
+//! - MBG-250 writes: a slot only with one FC16 of exactly its 8 registers from its
+//!   start, with `active` 0 or 1, a BCD id and reserved registers 0 (manufacturer,
+//!   version and medium are stored as written); the trigger with FC06 or a one-register
+//!   FC16 of the value 1; the clock with one FC16 of both registers. Anything else
+//!   touching 0-7, 30-31 or a slot is 03. Register 7 reads 0.
+//! - MBG-250 read-out: the active slots are read in order, one every `ms_per_meter`
+//!   (20 ms), each slot's result visible once its turn is over; register 6 reads 1
+//!   until the last, and "last read-out" is the gateway clock then. A trigger during a
+//!   read-out is acknowledged and ignored; a slot write then gets 06 (the list is being
+//!   walked). Meters are selected on the loop by id alone.
+//! - MBG-250 readings: a meter that does not answer adds bit 0 to the slot's previous
+//!   status and leaves index, exponent, unit, time and id echo as they were; a slot
+//!   never read shows zeros. The time is the gateway clock (virtual time plus the
+//!   offset the client wrote); meters consume on virtual time. Firmware 1.x: the index
+//!   as a float32 in the meter's unit, low word first, registers 3-5 zero; 2.x: i64
+//!   raw index high word first, the exponent being the meter's resolution.
+//! - MBG-250 power-up: the meter list (flash) and the clock (battery) survive; the
+//!   readings and "last read-out" (RAM) restart at 0 and a running read-out is lost.
+//!   A factory reset also empties the list and forgets the clock setting.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -58,6 +84,7 @@ pub mod control;
 pub mod device;
 pub mod faults;
 pub mod kl8;
+pub mod mbg;
 pub mod pty;
 pub mod px2;
 mod regs;
@@ -65,9 +92,15 @@ pub mod server;
 pub mod uid;
 
 pub use access::{AccessResult, PresentError};
-pub use device::{AnyDevice, Device, Kl8Device, Kl8Snapshot, Px2Device, Px2Snapshot};
+pub use device::{
+    AnyDevice, Device, Kl8Device, Kl8Snapshot, MbgDevice, MbgSnapshot, Px2Device, Px2Snapshot,
+};
 pub use faults::{FaultSettings, Faults};
 pub use kl8::{Kl8Config, Record};
+pub use mbg::{
+    BusMeter, GroundTruth, MBusLoop, MbgConfig, MeterValue, Scenario, ScenarioKind, SimClock,
+    SlotConfig, SlotReading, TruthRecord, Unit,
+};
 pub use pty::PtyLink;
 pub use px2::{Entry, Px2Config};
 pub use server::{serve_rtu, serve_tcp, serve_tcp_units, Server, TcpServer};

@@ -5,9 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::mbg::{config, gateway, read_out, readings, T0};
 use common::{mailbox, Deadline, PATIENCE};
 use gardien_simulators::px2::command;
-use gardien_simulators::{serve_rtu, Faults, Kl8Config, Kl8Device, PtyLink, Px2Config, Px2Device};
+use gardien_simulators::{
+    serve_rtu, Faults, Kl8Config, Kl8Device, MbgConfig, PtyLink, Px2Config, Px2Device, SlotConfig,
+};
 use tokio::time::timeout;
 use tokio_modbus::client::{rtu, Context};
 use tokio_modbus::prelude::*;
@@ -135,5 +138,44 @@ async fn line_noise_does_not_stop_the_server() {
         }
         drop(ctx);
         deadline.tick().await;
+    }
+}
+
+#[tokio::test]
+async fn mbg_read_out_over_rtu() {
+    let link = PtyLink::new().expect("pty link");
+    let (mbg, meters) = gateway(
+        MbgConfig {
+            unit_id: 9,
+            ..config(0x0104)
+        },
+        1,
+    );
+    let _server = serve_rtu(
+        tokio_serial::new(link.device_path().to_string_lossy(), 38400),
+        [mbg.clone().into()],
+    )
+    .expect("serve");
+    let port = tokio_serial::new(link.client_path().to_string_lossy(), 38400);
+    let mut ctx = rtu::attach_slave(SerialStream::open(&port).expect("open"), Slave(9));
+
+    let identity = timeout(PATIENCE, ctx.read_holding_registers(0, 3)).await;
+    assert_eq!(identity.unwrap().unwrap(), Ok(vec![0x4D47, 0x0104, 250]));
+    for (slot, meter) in (0u16..).zip(&meters) {
+        let words = SlotConfig::for_meter(meter).registers();
+        timeout(
+            PATIENCE,
+            ctx.write_multiple_registers(100 + 8 * slot, &words),
+        )
+        .await
+        .expect("answer")
+        .unwrap()
+        .unwrap();
+    }
+    read_out(&mut ctx).await;
+    for (meter, r) in meters.iter().zip(readings(&mut ctx, 3, 1).await) {
+        let truth = mbg.meter_value_at(meter.id, T0).unwrap().value();
+        assert_eq!(r.float, truth as f32);
+        assert_eq!((r.id_echo, i64::from(r.time)), (meter.id, T0));
     }
 }

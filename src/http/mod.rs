@@ -7,8 +7,10 @@ mod auth;
 mod crud;
 pub mod error;
 pub mod extract;
+mod gateways;
 mod keys;
 mod members;
+mod meters;
 mod residences;
 mod serde_messages;
 mod structure;
@@ -82,6 +84,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(keys::routes())
         .merge(audit::routes())
         .merge(sync::routes())
+        .merge(gateways::routes())
+        .merge(meters::routes())
         .split_for_parts()
 }
 

@@ -9,3 +9,4 @@ pub mod checks;
 pub mod collect;
 pub mod program;
 pub mod schedule;
+pub mod usage;

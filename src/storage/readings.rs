@@ -289,7 +289,18 @@ impl Tx {
         present: &[(AlarmKind, String)],
         at: DateTime<Utc>,
     ) -> Result<()> {
+        let open: Vec<AlarmKind> = sqlx::query_scalar(
+            "SELECT kind FROM meter_alarms WHERE meter_id = $1 AND cleared_at IS NULL",
+        )
+        .bind(meter_id)
+        .fetch_all(self.conn())
+        .await?;
+        // Most meters have no alarm and get none: one statement, not one per kind.
         for kind in AlarmKind::ALL {
+            let wanted = present.iter().any(|(k, _)| *k == kind);
+            if !wanted && !open.contains(&kind) {
+                continue;
+            }
             match present.iter().find(|(k, _)| *k == kind) {
                 Some((_, detail)) => {
                     let touched = sqlx::query(

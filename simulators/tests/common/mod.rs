@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod mbg;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

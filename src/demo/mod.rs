@@ -1,6 +1,8 @@
 //! The demo residence: what `gardien demo` serves, so that a newcomer has something to
 //! look at. Seeding is idempotent: a database that already has the residence is kept.
 
+mod meters;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -39,11 +41,13 @@ pub struct DemoDevices {
     pub px2: gardien_simulators::Px2Device,
     pub kl8: gardien_simulators::Kl8Device,
     servers: Vec<gardien_simulators::TcpServer>,
+    /// The two MBG-250 meter gateways.
+    pub gateways: meters::DemoGateways,
 }
 
 impl DemoDevices {
     pub async fn stop(self) {
-        for server in self.servers {
+        for server in self.servers.into_iter().chain(self.gateways.servers) {
             server.stop().await;
         }
     }
@@ -86,7 +90,13 @@ pub async fn start_devices(store: &Store, seeded: &Seeded) -> Result<DemoDevices
             .await
             .map_err(failed)?,
     ];
-    let devices = DemoDevices { px2, kl8, servers };
+    let gateways = meters::start(store, seeded.residence_id).await?;
+    let devices = DemoDevices {
+        px2,
+        kl8,
+        servers,
+        gateways,
+    };
     let actor = Actor::system("demo");
     let mut tx = store.write().await?;
     let controllers = tx
@@ -335,6 +345,7 @@ pub async fn seed(store: &Store) -> Result<Seeded> {
         },
     )
     .await?;
+    meters::seed(&mut tx, &actor, rid).await?;
     tx.commit().await?;
     Ok(Seeded {
         residence_id: rid,
@@ -413,6 +424,8 @@ pub fn welcome(
     format!(
         "gardien demo — {RESIDENCE_NAME}, database {database}\n\
          Simulated controllers: PX-2 (halls) and KL-8 (car park) on {addresses}\n\
+         Simulated meter gateways: two MBG-250 (firmware 1.x and 2.x) with 3 meters per flat; \
+         one collection runs now, then every night at 02:00\n\
          API: {base}/api/v1 (OpenAPI: {base}/api/v1/openapi.json)\n\
          Accounts (password {PASSWORD}): {ADMIN_EMAIL} (admin), {COUNCIL_EMAIL} (council), {RESIDENT_EMAIL} (resident)\n\n\
          Try it:\n\
@@ -422,7 +435,9 @@ pub fn welcome(
          curl -s -X POST -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\\n\
            -d '{{\"reason\":\"perdu dans le bus\"}}' {base}/api/v1/residences/{rid}/keys/{key}/declare-lost\n\
          curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/keys/{key}/sync\n\
-         curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/keys/{key}/history\n\n\
+         curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/keys/{key}/history\n\
+         curl -s -H \"authorization: Bearer $TOKEN\" '{base}/api/v1/residences/{rid}/units/1/consumption?from=2026-08-01&to=2026-10-31&period=month'\n\
+         curl -s -H \"authorization: Bearer $TOKEN\" {base}/api/v1/residences/{rid}/collections\n\n\
          The first minute programs the ~350 keys into the simulated controllers; \
          /residences/{rid}/controllers/1/status shows progress.\n\
          Ctrl-C stops the demo; the database stays for next time.",
