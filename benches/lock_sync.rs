@@ -892,7 +892,7 @@ async fn lost_badge(service: &mut Service, api: &Api) {
         let start = Instant::now();
         for &controller in &controllers {
             let one = Instant::now();
-            visit(&service.store, controller, PENDING_ONLY)
+            visit(&service.store, None, controller, PENDING_ONLY)
                 .await
                 .unwrap_or_else(|err| panic!("visit of controller {controller}: {err}"));
             single.push(one.elapsed());
@@ -997,7 +997,7 @@ struct Measured {
 async fn measured_visit(store: &Store, controller: i64, tap: &Wiretap) -> Measured {
     tap.take();
     let start = Instant::now();
-    let report = visit(store, controller, PENDING_ONLY)
+    let report = visit(store, None, controller, PENDING_ONLY)
         .await
         .unwrap_or_else(|err| panic!("visit of controller {controller}: {err}"));
     let elapsed = start.elapsed();
@@ -1327,7 +1327,7 @@ async fn full_audit(service: &Service, api: &Api) {
         start.elapsed().as_secs_f64()
     );
     let start = Instant::now();
-    let first = visit(&service.store, controller, PENDING_ONLY)
+    let first = visit(&service.store, None, controller, PENDING_ONLY)
         .await
         .expect("first visit");
     println!(
@@ -1347,7 +1347,7 @@ async fn full_audit(service: &Service, api: &Api) {
     let mut reports = Vec::with_capacity(AUDIT_VISITS);
     for _ in 0..AUDIT_VISITS {
         let start = Instant::now();
-        let report = visit(&service.store, controller, kind)
+        let report = visit(&service.store, None, controller, kind)
             .await
             .expect("audit visit");
         samples.push(start.elapsed());

@@ -59,6 +59,15 @@ pub enum Command {
     Import(ImportCommand),
     /// Collects every meter gateway once, now (the nightly collection, by hand).
     Collect,
+    /// Runs the embedded MQTT broker alone, in the foreground, until stopped: a broker
+    /// for a laptop set-up, or a separate process for tests that restart it.
+    MqttBroker {
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        listen: SocketAddr,
+        /// Username clients must give (with GARDIEN_MQTT_BROKER_PASSWORD).
+        #[arg(long)]
+        username: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,15 +189,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let seeded = crate::demo::seed(&store).await?;
             // The simulated controllers live in this process, on loopback ports.
             let devices = crate::demo::start_devices(&store, &seeded).await?;
+            // MQTT through an embedded broker: an esp-rfid door, wireless meters.
+            let mqtt = crate::demo::mqtt::config(seeded.residence_id)?;
+            let mqtt_devices = crate::demo::mqtt::start(&store, seeded.residence_id, &mqtt).await?;
             println!(
                 "{}",
                 crate::demo::welcome(&seeded, listen, &database, &devices)
             );
+            println!("{}", crate::demo::mqtt::welcome(&mqtt_devices));
             let config = Config {
                 sync: crate::sync::SyncConfig {
                     enabled: true,
                     ..config.sync
                 },
+                mqtt,
                 ..config
             };
             // A first collection now, so that today's indexes show without waiting
@@ -210,6 +224,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             };
             serve(store, config).await?;
             first.abort();
+            mqtt_devices.stop();
             devices.stop().await;
         }
         Command::User(UserCommand::Add {
@@ -270,6 +285,29 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let store = open(&config.database_url).await?;
             return collect_now(&store, &config).await;
         }
+        Command::MqttBroker { listen, username } => {
+            let credentials = match username {
+                Some(username) => Some((
+                    username,
+                    std::env::var("GARDIEN_MQTT_BROKER_PASSWORD")
+                        .context("--username needs GARDIEN_MQTT_BROKER_PASSWORD")?,
+                )),
+                None => None,
+            };
+            let broker = gardien_simulators::broker::EmbeddedBroker::start(
+                &gardien_simulators::broker::BrokerOptions {
+                    listen,
+                    credentials,
+                    ..Default::default()
+                },
+            )?;
+            // One line on stdout once listening, for whoever started us.
+            println!(
+                "{}",
+                serde_json::json!({ "broker": broker.addr().to_string() })
+            );
+            tokio::signal::ctrl_c().await?;
+        }
         Command::Import(ImportCommand::Keys {
             file,
             residence,
@@ -296,9 +334,13 @@ async fn serve(store: Store, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "gardien API listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mqtt = start_mqtt(&store, &config).await?;
     let engine = config.sync.enabled.then(|| {
         let mut stopped = stopped.clone();
-        let engine = crate::sync::Engine::new(store.clone(), config.sync.clone());
+        let mut engine = crate::sync::Engine::new(store.clone(), config.sync.clone());
+        if let Some(mqtt) = &mqtt {
+            engine = engine.with_mqtt(mqtt.channel().clone());
+        }
         tokio::spawn(engine.run(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         }))
@@ -331,8 +373,44 @@ async fn serve(store: Store, config: Config) -> anyhow::Result<()> {
         // A collection under way is not waited for: its run stays open, marked unfinished.
         nightly.abort();
     }
+    if let Some(mqtt) = mqtt {
+        mqtt.stop().await;
+    }
     store.close().await;
     Ok(())
+}
+
+/// Starts the embedded broker when configured, then the connection to the broker.
+pub async fn start_mqtt(
+    store: &Store,
+    config: &Config,
+) -> anyhow::Result<Option<crate::mqtt::Mqtt>> {
+    let mqtt = &config.mqtt;
+    if !mqtt.enabled {
+        return Ok(None);
+    }
+    if mqtt.embedded_broker {
+        let listen = format!("{}:{}", mqtt.host, mqtt.port)
+            .parse()
+            .with_context(|| {
+                format!(
+                    "mqtt.host {:?} must be an IP address for the embedded broker",
+                    mqtt.host
+                )
+            })?;
+        let credentials = mqtt.username.clone().zip(mqtt.password.clone());
+        gardien_simulators::broker::EmbeddedBroker::start(
+            &gardien_simulators::broker::BrokerOptions {
+                listen,
+                credentials,
+                ..Default::default()
+            },
+        )?;
+    }
+    let instance = crate::sync::instance_owner(&config.sync);
+    Ok(Some(
+        crate::mqtt::Mqtt::start(store.clone(), mqtt, &instance).await?,
+    ))
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {

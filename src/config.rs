@@ -28,6 +28,8 @@ pub struct Config {
     pub sync: crate::sync::SyncConfig,
     /// The nightly meter collection.
     pub collection: crate::metering::schedule::CollectionConfig,
+    /// The MQTT broker (esp-rfid controllers, wireless M-Bus meters).
+    pub mqtt: crate::mqtt::MqttConfig,
 }
 
 impl Default for Config {
@@ -37,9 +39,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             session_hours: 14 * 24,
             secure_cookies: false,
-            log: "info".into(),
+            log: "info,rumqttd=warn".into(),
             sync: crate::sync::SyncConfig::default(),
             collection: Default::default(),
+            mqtt: Default::default(),
         }
     }
 }
@@ -74,6 +77,10 @@ impl Config {
             .collection
             .schedule()
             .map_err(|err| anyhow::anyhow!("invalid configuration: collection.{err}"))?;
+        config
+            .mqtt
+            .check()
+            .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
         Ok(config)
     }
 }

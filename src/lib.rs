@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod metering;
+pub mod mqtt;
 pub mod storage;
 pub mod sync;
 

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use gardien::demo::meters::{kind_of, unit_of};
 use gardien::domain::consumption::{consumption, Period};
-use gardien::domain::meter::{MeasureUnit, MeterKind};
 use gardien::domain::{SyncState, Transport, UnitKind};
 use gardien::metering::collect::{collect, CollectOptions};
 use gardien::metering::usage::meter_history;
@@ -23,7 +23,7 @@ use gardien::storage::readings::{
 use gardien::storage::residences::ResidenceInput;
 use gardien::storage::units::UnitInput;
 use gardien::storage::Store;
-use gardien_simulators::mbg::{population, Unit};
+use gardien_simulators::mbg::population;
 use gardien_simulators::{
     BusMeter, Faults, MbgConfig, MbgDevice, Scenario, ScenarioKind, SimClock, TcpServer,
 };
@@ -53,24 +53,6 @@ fn options(gateway_timeout: Duration) -> CollectOptions {
         concurrency: 8,
         gateway_timeout,
         owner: "collection-test".into(),
-    }
-}
-
-fn kind_of(meter: &BusMeter) -> MeterKind {
-    match meter.medium {
-        0x06 | 0x15 => MeterKind::HotWater,
-        0x04 | 0x0C => MeterKind::Heating,
-        0x08 => MeterKind::HeatCostAllocator,
-        _ => MeterKind::ColdWater,
-    }
-}
-
-fn unit_of(meter: &BusMeter) -> MeasureUnit {
-    match meter.unit {
-        Unit::CubicMetres => MeasureUnit::M3,
-        Unit::KilowattHours => MeasureUnit::Kwh,
-        Unit::MegawattHours => MeasureUnit::Mwh,
-        Unit::Hca => MeasureUnit::Hca,
     }
 }
 

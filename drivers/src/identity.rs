@@ -27,7 +27,7 @@ pub(crate) async fn read_identity(
 
 async fn read_checked_identity(link: &mut Link, profile: &DeviceProfile) -> Result<Block> {
     let mut spans: Vec<(u16, u16)> = profile
-        .identity
+        .identity_map()?
         .summary_fields()
         .map(|field| {
             (
@@ -69,14 +69,16 @@ async fn read_checked_identity(link: &mut Link, profile: &DeviceProfile) -> Resu
 
 /// Refuses a device whose model or firmware line differ from the profile's.
 fn check_model(block: &Block, profile: &DeviceProfile) -> Result<()> {
-    let model = required(block, &profile.identity.model, "model")?;
-    let firmware = required(block, &profile.identity.firmware, "firmware")?;
+    let identity = profile.identity_map()?;
+    let model_code = profile.modbus_model_code()?;
+    let model = required(block, &identity.model, "model")?;
+    let firmware = required(block, &identity.firmware, "firmware")?;
     let major = (firmware >> 8) as u8;
-    if model != u64::from(profile.model_code) || major != profile.firmware_major {
+    if model != u64::from(model_code) || major != profile.firmware_major {
         return Err(DriverError::WrongDevice(format!(
             "expected a {} (model code {:#06x}) with firmware {}.x, found model code {model:#06x} with firmware {}.{}",
             profile.model,
-            profile.model_code,
+            model_code,
             profile.firmware_major,
             major,
             firmware & 0xFF
@@ -99,7 +101,10 @@ async fn wrong_device_or(
     profile: &DeviceProfile,
     original: DriverError,
 ) -> DriverError {
-    let (model, firmware) = (&profile.identity.model, &profile.identity.firmware);
+    let Ok(identity) = profile.identity_map() else {
+        return original;
+    };
+    let (model, firmware) = (&identity.model, &identity.firmware);
     let start = model.address.min(firmware.address);
     let end = (model.address + model.registers()).max(firmware.address + firmware.registers());
     match link.read_holding(start, end - start).await {
@@ -113,7 +118,7 @@ async fn wrong_device_or(
 
 /// Reads the device clock (Unix time, UTC), if the profile maps one.
 pub(crate) async fn read_clock(link: &mut Link, profile: &DeviceProfile) -> Result<Option<u32>> {
-    let Some(field) = profile.identity.clock else {
+    let Some(field) = profile.identity_map()?.clock else {
         return Ok(None);
     };
     let words = link.read_holding(field.address, field.registers()).await?;
@@ -134,8 +139,10 @@ pub(crate) fn optional(block: &Block, field: Option<&Field>) -> Option<u64> {
 }
 
 pub(crate) fn firmware_pair(block: &Block, profile: &DeviceProfile) -> (u8, u8) {
-    let firmware = block
-        .unsigned(&profile.identity.firmware)
+    let firmware = profile
+        .identity_map()
+        .ok()
+        .and_then(|identity| block.unsigned(&identity.firmware))
         .unwrap_or_default();
     ((firmware >> 8) as u8, firmware as u8)
 }

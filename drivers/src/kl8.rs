@@ -85,7 +85,7 @@ impl Kl8 {
     async fn counter(&mut self) -> Result<u16> {
         let field = self
             .profile
-            .identity
+            .identity_map()?
             .change_counter
             .ok_or_else(|| DriverError::Unsupported("no change counter".into()))?;
         let words = self.link.read_holding(field.address, 1).await?;
@@ -103,15 +103,13 @@ impl Kl8 {
     }
 
     async fn load_image(&mut self) -> Result<()> {
+        let field = self.profile.identity_map()?.capacity;
         let capacity = required(
             &crate::registers::Block {
-                base: self.profile.identity.capacity.address,
-                words: self
-                    .link
-                    .read_holding(self.profile.identity.capacity.address, 1)
-                    .await?,
+                base: field.address,
+                words: self.link.read_holding(field.address, 1).await?,
             },
-            &self.profile.identity.capacity,
+            &field,
             "capacity",
         )? as u16;
         // Counter before and after: a write in between means the read may be torn.
@@ -182,7 +180,7 @@ impl LockController for Kl8 {
 
     async fn identify(&mut self) -> Result<Identity> {
         let block = read_identity(&mut self.link, &self.profile, &mut self.wrong_device).await?;
-        let id = &self.profile.identity;
+        let id = self.profile.identity_map()?;
         let counter = optional(&block, id.change_counter.as_ref()).unwrap_or_default() as u16;
         if self
             .image
@@ -201,7 +199,7 @@ impl LockController for Kl8 {
             .as_ref()
             .map(|image| image.records.iter().flatten().count() as u16);
         Ok(Identity {
-            model_code: self.profile.model_code,
+            model_code: self.profile.modbus_model_code()?,
             firmware: firmware_pair(&block, &self.profile),
             capacity,
             used,

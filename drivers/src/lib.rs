@@ -6,11 +6,13 @@
 
 pub mod digest;
 pub mod error;
+pub mod esprfid;
 mod identity;
 pub mod kl8;
 pub mod link;
 pub mod lock;
 pub mod mbg;
+pub mod mqtt;
 pub mod profile;
 pub mod px2;
 pub mod registers;
@@ -19,9 +21,10 @@ pub use error::{DriverError, Result};
 pub use link::{Endpoint, Link};
 pub use lock::{
     AccessEvent, AccessResult, Applied, Credential, Entry, EventBatch, Fingerprint, Identity,
-    KeyIdentity, LockController, StoredEntry,
+    KeyIdentity, LockController, StoredEntry, Validity,
 };
 pub use mbg::{GatewayStatus, MeterGateway, SlotMeter, SlotReading};
+pub use mqtt::{MqttChannel, MqttMessage};
 pub use profile::{DeviceProfile, DeviceRole, Layout, Registry};
 
 /// Connects to a lock controller described by `profile` at `endpoint` (unit id `unit`)
@@ -31,13 +34,19 @@ pub async fn connect_lock_controller(
     endpoint: &Endpoint,
     unit: u8,
 ) -> Result<Box<dyn LockController>> {
-    let link = Link::connect(endpoint, unit, &profile.modbus).await?;
+    let link = Link::connect(endpoint, unit, profile.modbus_settings()?).await?;
     Ok(match profile.layout {
         Layout::Px2Mailbox(_) => Box::new(px2::Px2::new(link, profile.clone())?),
         Layout::Kl8Records(_) => Box::new(kl8::Kl8::new(link, profile.clone())?),
         Layout::MeterGateway(_) => {
             return Err(DriverError::Unsupported(format!(
                 "a {} is a meter gateway, not a lock controller",
+                profile.model
+            )))
+        }
+        Layout::EspRfidMqtt(_) => {
+            return Err(DriverError::Unsupported(format!(
+                "a {} is reached over MQTT, not Modbus",
                 profile.model
             )))
         }

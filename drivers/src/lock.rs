@@ -96,6 +96,15 @@ pub enum Fingerprint {
     Digest { digest: u32, boot_counter: u16 },
     /// KL-8: +1 on every table write, 0 after power-up.
     ChangeCounter(u16),
+    /// esp-rfid: the digest of the user list just read back (0 when empty).
+    ListDigest(u32),
+}
+
+/// Dates (Unix times) outside which a device that keeps them refuses a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub since: i64,
+    pub until: i64,
 }
 
 /// The outcome of a table change the device accepted.
@@ -152,10 +161,28 @@ pub trait LockController: Send {
     /// Adds a credential; `AlreadyPresent` leaves its doors as they are.
     async fn add(&mut self, entry: &Entry) -> Result<Applied>;
 
+    /// Adds a credential with the dates outside which the device itself must refuse
+    /// it, on devices that keep dates (esp-rfid); the others store no dates and the
+    /// service removes the key when its validity ends.
+    async fn add_valid(&mut self, entry: &Entry, validity: Option<Validity>) -> Result<Applied> {
+        let _ = validity;
+        self.add(entry).await
+    }
+
     async fn remove(&mut self, credential: &Credential) -> Result<Applied>;
 
     /// Changes the doors of a credential the table holds.
     async fn set_doors(&mut self, entry: &Entry) -> Result<Applied>;
+
+    /// `set_doors` on a device that keeps validity dates, which it rewrites with them.
+    async fn set_doors_valid(
+        &mut self,
+        entry: &Entry,
+        validity: Option<Validity>,
+    ) -> Result<Applied> {
+        let _ = validity;
+        self.set_doors(entry).await
+    }
 
     /// Pulses the relay of door `door` (1-based).
     async fn open_door(&mut self, door: u8) -> Result<()>;
@@ -199,6 +226,12 @@ pub trait LockController: Send {
 
     /// Modbus transactions (or messages) used so far on this connection.
     fn transactions(&self) -> u64;
+
+    /// The name the device gives itself, where its unsolicited messages carry only
+    /// that (esp-rfid access events name the host).
+    fn device_name(&self) -> Option<String> {
+        None
+    }
 }
 
 impl DeviceProfile {
@@ -231,6 +264,12 @@ impl DeviceProfile {
             KeyIdentity::Remote(serial) => Ok(match keys.remote_encoding {
                 RemoteEncoding::UidBe32 => Credential::Uid(serial.to_be_bytes().to_vec()),
                 RemoteEncoding::Card => Credential::Card(*serial),
+                RemoteEncoding::None => {
+                    return Err(DriverError::Unsupported(format!(
+                        "a {} has no remote receiver",
+                        self.model
+                    )))
+                }
             }),
         }
     }

@@ -92,23 +92,25 @@ impl MeterGateway {
                     registry.models(DeviceRole::MeterGateway).join(", ")
                 ))
             })?;
-        let unit = unit.unwrap_or(any.modbus.default_unit);
-        let mut link = Link::connect(endpoint, unit, &any.modbus).await?;
+        let modbus = any.modbus_settings()?;
+        let unit = unit.unwrap_or(modbus.default_unit);
+        let mut link = Link::connect(endpoint, unit, modbus).await?;
         let (start, count) = control_span(any)?;
         let block = Block {
             base: start,
             words: link.read_holding(start, count).await?,
         };
-        let code = crate::identity::required(&block, &any.identity.model, "model")?;
-        let firmware = crate::identity::required(&block, &any.identity.firmware, "firmware")?;
+        let identity = any.identity_map()?;
+        let code = crate::identity::required(&block, &identity.model, "model")?;
+        let firmware = crate::identity::required(&block, &identity.firmware, "firmware")?;
         let major = (firmware >> 8) as u8;
         let profile = registry
             .for_model(DeviceRole::MeterGateway, model, Some(major))
-            .filter(|p| u64::from(p.model_code) == code)
+            .filter(|p| p.model_code.map(u64::from) == Some(code))
             .ok_or_else(|| {
                 DriverError::WrongDevice(format!(
                     "expected a {model} (model code {:#06x}, firmware {}), found model code {code:#06x} with firmware {major}.{}",
-                    any.model_code,
+                    any.model_code.unwrap_or_default(),
                     firmware_lines(registry, model),
                     firmware & 0xFF
                 ))
@@ -155,7 +157,7 @@ impl MeterGateway {
 
     fn decode_status(&self, block: &Block) -> Result<GatewayStatus> {
         use crate::identity::required;
-        let identity = &self.profile.identity;
+        let identity = self.profile.identity_map()?;
         let firmware = required(block, &identity.firmware, "firmware")?;
         let configured = match &identity.used {
             Some(field) => required(block, field, "configured")?,
@@ -298,7 +300,7 @@ impl MeterGateway {
         slots.dedup();
         let (base, stride) = (self.layout.readings_base, self.layout.reading_stride);
         let span = self.layout.reading.span();
-        let max_read = self.profile.modbus.max_read;
+        let max_read = self.profile.modbus_settings()?.max_read;
         let mut readings = Vec::with_capacity(slots.len());
         let mut rest = slots.as_slice();
         while let Some(&first) = rest.first() {
@@ -403,7 +405,7 @@ impl MeterGateway {
     }
 
     fn clock_field(&self) -> Result<Field> {
-        self.profile.identity.clock.ok_or_else(|| {
+        self.profile.identity_map()?.clock.ok_or_else(|| {
             DriverError::Unsupported(format!("a {} has no clock", self.profile.model))
         })
     }
@@ -432,7 +434,7 @@ fn control_span(profile: &DeviceProfile) -> Result<(u16, u16)> {
             profile.id
         )));
     };
-    let identity = &profile.identity;
+    let identity = profile.identity_map()?;
     let fields = [
         Some(identity.model),
         Some(identity.firmware),

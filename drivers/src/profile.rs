@@ -18,12 +18,14 @@ pub struct DeviceProfile {
     /// Model name as users write it ("PX-2").
     pub model: String,
     pub description: String,
-    /// Value of the model register.
-    pub model_code: u16,
-    /// Firmware major version this profile is for.
+    /// Value of the model register (Modbus devices).
+    pub model_code: Option<u16>,
+    /// Firmware major version (or protocol version) this profile is for.
     pub firmware_major: u8,
-    pub modbus: ModbusSettings,
-    pub identity: IdentityMap,
+    /// How the device is reached over Modbus; absent on MQTT devices.
+    pub modbus: Option<ModbusSettings>,
+    /// Registers that identify a Modbus device; absent on MQTT devices.
+    pub identity: Option<IdentityMap>,
     /// Lock controllers only: which keys the device holds.
     pub keys: Option<KeySupport>,
     pub layout: Layout,
@@ -126,6 +128,8 @@ pub enum RemoteEncoding {
     UidBe32,
     /// The serial as the card number.
     Card,
+    /// The device has no remote receiver.
+    None,
 }
 
 /// How the key table is reached: the part of the protocol that differs between
@@ -139,6 +143,37 @@ pub enum Layout {
     Kl8Records(RecordLayout),
     /// A meter gateway: a programmed meter list, a read-out trigger, a reading per slot.
     MeterGateway(GatewayLayout),
+    /// An esp-rfid controller over MQTT: JSON commands, content-free acks, a user list
+    /// that is the only proof of what it holds.
+    EspRfidMqtt(EspRfidLayout),
+}
+
+/// Limits of the esp-rfid MQTT protocol, which has no command result and no
+/// end-of-list marker (the driver closes a list with `getconf`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EspRfidLayout {
+    /// Longest a whole list read may take, up to the answer to `getconf`.
+    pub list_timeout_ms: u64,
+    /// Longest wait for a command's acknowledgement before moving on (it proves
+    /// nothing: the list read-back does).
+    pub ack_timeout_ms: u64,
+    /// Longest uid the device accepts, in hex digits.
+    pub max_uid_hex: usize,
+    /// Users the device is trusted to hold (each is a file in its flash).
+    pub capacity: u16,
+    /// How the reader writes a uid; a user must be stored under the same text for
+    /// its badge to be recognised.
+    pub uid_text: UidText,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UidText {
+    /// Lowercase hex, two digits per byte (04a22b91).
+    Padded,
+    /// Lowercase hex without the number's leading zeros (4a22b91).
+    NoLeadingZeros,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,19 +344,53 @@ fn fold_model(model: &str) -> String {
 impl DeviceProfile {
     pub fn role(&self) -> DeviceRole {
         match self.layout {
-            Layout::Px2Mailbox(_) | Layout::Kl8Records(_) => DeviceRole::LockController,
+            Layout::Px2Mailbox(_) | Layout::Kl8Records(_) | Layout::EspRfidMqtt(_) => {
+                DeviceRole::LockController
+            }
             Layout::MeterGateway(_) => DeviceRole::MeterGateway,
         }
     }
 
+    /// How the device is reached over Modbus; an error for MQTT devices.
+    pub fn modbus_settings(&self) -> crate::Result<&ModbusSettings> {
+        self.modbus.as_ref().ok_or_else(|| self.not_modbus())
+    }
+
+    /// The identity registers of a Modbus device.
+    pub fn identity_map(&self) -> crate::Result<&IdentityMap> {
+        self.identity.as_ref().ok_or_else(|| self.not_modbus())
+    }
+
+    /// The model register's expected value on a Modbus device.
+    pub fn modbus_model_code(&self) -> crate::Result<u16> {
+        self.model_code.ok_or_else(|| self.not_modbus())
+    }
+
+    fn not_modbus(&self) -> crate::DriverError {
+        crate::DriverError::Unsupported(format!("a {} is not reached over Modbus", self.model))
+    }
+
+    /// Whether the device is reached over MQTT rather than Modbus.
+    pub fn is_mqtt(&self) -> bool {
+        matches!(self.layout, Layout::EspRfidMqtt(_))
+    }
+
     /// Checks what the code relies on: limits within Modbus, a table that fits.
     fn check(&self) -> Result<(), String> {
-        let m = &self.modbus;
-        if !(1..=125).contains(&m.max_read) || !(1..=123).contains(&m.max_write) {
-            return Err("modbus.max_read must be 1..=125 and max_write 1..=123".into());
+        if self.is_mqtt() {
+            if self.modbus.is_some() || self.identity.is_some() || self.model_code.is_some() {
+                return Err("an MQTT device has no modbus, identity or model_code".into());
+            }
+        } else if self.modbus.is_none() || self.identity.is_none() || self.model_code.is_none() {
+            return Err("a Modbus device needs model_code, [modbus] and [identity]".into());
         }
-        if !(1..=247).contains(&m.default_unit) {
-            return Err("modbus.default_unit must be 1..=247".into());
+        if let Some(m) = &self.modbus {
+            if !(1..=125).contains(&m.max_read) || !(1..=123).contains(&m.max_write) {
+                return Err("modbus.max_read must be 1..=125 and max_write 1..=123".into());
+            }
+            if !(1..=247).contains(&m.default_unit) {
+                return Err("modbus.default_unit must be 1..=247".into());
+            }
         }
         match (&self.keys, self.role()) {
             (Some(keys), DeviceRole::LockController) => {
@@ -338,11 +407,18 @@ impl DeviceProfile {
             (None, DeviceRole::MeterGateway) => {}
         }
         let keys = self.key_support();
+        let (Some(m), Some(identity)) = (&self.modbus, &self.identity) else {
+            return match &self.layout {
+                Layout::EspRfidMqtt(layout) => check_esp_rfid(layout, keys),
+                _ => Err("a Modbus device needs [modbus] and [identity]".into()),
+            };
+        };
         match &self.layout {
+            Layout::EspRfidMqtt(_) => return Err("an MQTT device has no [modbus]".into()),
             Layout::Px2Mailbox(layout) => {
-                if self.identity.digest.is_none()
-                    || self.identity.used.is_none()
-                    || self.identity.boot_counter.is_none()
+                if identity.digest.is_none()
+                    || identity.used.is_none()
+                    || identity.boot_counter.is_none()
                 {
                     return Err("a mailbox device needs identity.digest, identity.used and identity.boot_counter".into());
                 }
@@ -371,7 +447,7 @@ impl DeviceProfile {
                 }
             }
             Layout::Kl8Records(layout) => {
-                if self.identity.change_counter.is_none() {
+                if identity.change_counter.is_none() {
                     return Err("a record device needs identity.change_counter".into());
                 }
                 if layout.record_stride < 4 || layout.record_stride > m.max_write {
@@ -396,7 +472,7 @@ impl DeviceProfile {
                 {
                     return Err("layout.reading: a float index takes no exponent, an integer index needs one".into());
                 }
-                if self.identity.clock.is_none() || self.identity.used.is_none() {
+                if identity.clock.is_none() || identity.used.is_none() {
                     return Err(
                         "a meter gateway needs identity.clock and identity.used (configured slots)"
                             .into(),
@@ -406,7 +482,28 @@ impl DeviceProfile {
         }
         Ok(())
     }
+}
 
+/// esp-rfid: badges only (the reader reports a uid), relays as doors, sane timings.
+fn check_esp_rfid(layout: &EspRfidLayout, keys: &KeySupport) -> Result<(), String> {
+    if keys.max_doors > 4 {
+        return Err("keys.max_doors: esp-rfid drives at most 4 relays".into());
+    }
+    if keys.badge_encoding != BadgeEncoding::Uid
+        || keys
+            .badge_uid_lengths
+            .iter()
+            .any(|len| *len == 0 || len * 2 > layout.max_uid_hex)
+    {
+        return Err("keys: esp-rfid stores badge uids as hex of at most max_uid_hex digits".into());
+    }
+    if layout.list_timeout_ms == 0 || layout.ack_timeout_ms == 0 {
+        return Err("layout: list_timeout_ms and ack_timeout_ms must be > 0".into());
+    }
+    Ok(())
+}
+
+impl DeviceProfile {
     /// Which keys a lock controller holds; empty for other devices (checked at load).
     pub fn key_support(&self) -> &KeySupport {
         static NONE: KeySupport = KeySupport {

@@ -185,11 +185,11 @@ impl LockController for Px2 {
 
     async fn identify(&mut self) -> Result<Identity> {
         let block = read_identity(&mut self.link, &self.profile, &mut self.wrong_device).await?;
-        let id = &self.profile.identity;
+        let id = self.profile.identity_map()?;
         let capacity = required(&block, &id.capacity, "capacity")? as u16;
         self.capacity = Some(capacity);
         Ok(Identity {
-            model_code: self.profile.model_code,
+            model_code: self.profile.modbus_model_code()?,
             firmware: crate::identity::firmware_pair(&block, &self.profile),
             capacity,
             used: optional(&block, id.used.as_ref()).map(|v| v as u16),
@@ -322,7 +322,7 @@ impl LockController for Px2 {
 
     async fn set_clock(&mut self, unix_time: u32) -> Result<()> {
         crate::identity::ensure_right_device(&self.wrong_device)?;
-        let field = self.profile.identity.clock.ok_or_else(|| {
+        let field = self.profile.identity_map()?.clock.ok_or_else(|| {
             DriverError::Unsupported(format!("a {} has no clock register", self.profile.model))
         })?;
         let words = field.encode_unsigned(u64::from(unix_time));

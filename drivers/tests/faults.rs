@@ -155,7 +155,9 @@ fn inject(faults: &Faults) {
 
 /// A profile that gives up sooner, so that lost requests cost little test time.
 fn impatient(mut profile: DeviceProfile) -> DeviceProfile {
-    profile.modbus.timeout_ms = 100;
+    if let Some(modbus) = profile.modbus.as_mut() {
+        modbus.timeout_ms = 100;
+    }
     profile
 }
 

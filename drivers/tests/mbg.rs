@@ -374,7 +374,11 @@ async fn over_rtu_on_a_pseudo_terminal() {
         .expect("an MBG-250 profile")
         .clone();
     let client = link.client_path().to_str().expect("UTF-8 path").to_owned();
-    let endpoint = Endpoint::rtu(&client, profile.modbus.serial).expect("serial endpoint");
+    let endpoint = Endpoint::rtu(
+        &client,
+        profile.modbus_settings().expect("a Modbus profile").serial,
+    )
+    .expect("serial endpoint");
     let (mut driver, status) = connect(&endpoint).await;
     assert_eq!(status.profile_id, "mbg250-fw1");
 

@@ -24,12 +24,16 @@ fn endpoint(link: &PtyLink, profile: &DeviceProfile) -> Endpoint {
         .to_str()
         .expect("a UTF-8 pty path")
         .to_owned();
-    let endpoint = Endpoint::rtu(&path, profile.modbus.serial).expect("a serial endpoint");
+    let endpoint = Endpoint::rtu(
+        &path,
+        profile.modbus_settings().expect("a Modbus profile").serial,
+    )
+    .expect("a serial endpoint");
     assert_eq!(
         endpoint,
         Endpoint::Rtu {
             path,
-            serial: profile.modbus.serial
+            serial: profile.modbus_settings().expect("a Modbus profile").serial
         }
     );
     endpoint

@@ -19,6 +19,14 @@
 //! listen = "127.0.0.1:0"         # TCP (the default), or `port = 0`, or `bus = "basement"`
 //! entries = [{ uid = "04A22B91", doors = [1, 2] }]
 //! faults = { latency_ms = 20, drop = 0.01 }
+//!
+//! [broker]                       # optional: an embedded MQTT broker
+//! listen = "127.0.0.1:1883"      # port 0 picks one; printed as {"broker":"…"}
+//!
+//! [[esprfid]]                    # an esp-rfid on MQTT (see examples/esprfid.toml);
+//! name = "gate"                  # it uses its own `mqtt`, else [mqtt], else [broker]
+//! topic = "site"
+//! ip = "192.168.1.31"
 //! ```
 
 use std::net::SocketAddr;
@@ -29,7 +37,10 @@ use serde::{Deserialize, Serialize};
 use tokio_modbus::ExceptionCode;
 use tokio_serial::Parity;
 
+use crate::broker::EmbeddedBroker;
 use crate::device::{AnyDevice, Kl8Device, Px2Device};
+use crate::esprfid::config::{BrokerConfig, EspRfidDeviceConfig, EspRfidEndpoint, MqttConfig};
+use crate::esprfid::{EspRfidDevice, MqttBroker};
 use crate::faults::{FaultSettings, Faults};
 use crate::kl8::{Kl8Config, Record};
 use crate::mbg::calendar::parse_instant;
@@ -52,6 +63,13 @@ pub struct SimConfig {
     pub clock: Option<ClockConfig>,
     /// Where to write the ground truth of the meter scenarios (JSON), at start.
     pub ground_truth: Option<PathBuf>,
+    /// An embedded MQTT broker to start first.
+    pub broker: Option<BrokerConfig>,
+    /// The broker esp-rfid devices use (default: the embedded one).
+    pub mqtt: Option<MqttConfig>,
+    /// esp-rfid door controllers, on MQTT.
+    #[serde(default)]
+    pub esprfid: Vec<EspRfidDeviceConfig>,
 }
 
 /// The virtual clock shared by every meter gateway of the simulation.
@@ -189,6 +207,8 @@ pub enum ConfigError {
     Bus { bus: String, problem: String },
     #[error("clock: {problem}")]
     Clock { problem: String },
+    #[error("broker: {problem}")]
+    Broker { problem: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -216,6 +236,10 @@ pub struct Endpoint {
 pub struct Simulation {
     devices: Vec<(String, AnyDevice)>,
     endpoints: Vec<Endpoint>,
+    esprfid: Vec<(String, EspRfidDevice)>,
+    esprfid_endpoints: Vec<EspRfidEndpoint>,
+    /// The embedded broker; it outlives the simulation (rumqttd has no shutdown).
+    broker: Option<SocketAddr>,
     clock: SimClock,
     _tcp: Vec<TcpServer>,
     _rtu: Vec<Server>,
@@ -229,6 +253,23 @@ impl Simulation {
 
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+
+    pub fn esprfid(&self, name: &str) -> Option<&EspRfidDevice> {
+        self.esprfid.iter().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+
+    pub fn esprfid_devices(&self) -> impl Iterator<Item = (&str, &EspRfidDevice)> {
+        self.esprfid.iter().map(|(n, d)| (n.as_str(), d))
+    }
+
+    pub fn esprfid_endpoints(&self) -> &[EspRfidEndpoint] {
+        &self.esprfid_endpoints
+    }
+
+    /// Where the embedded broker listens, if the file asked for one.
+    pub fn broker_addr(&self) -> Option<SocketAddr> {
+        self.broker
     }
 
     pub fn devices(&self) -> impl Iterator<Item = (&str, &AnyDevice)> {
@@ -269,6 +310,9 @@ pub async fn start(config: &SimConfig) -> Result<Simulation, ConfigError> {
     let mut sim = Simulation {
         devices: Vec::new(),
         endpoints: Vec::new(),
+        esprfid: Vec::new(),
+        esprfid_endpoints: Vec::new(),
+        broker: None,
         clock,
         _tcp: Vec::new(),
         _rtu: Vec::new(),
@@ -315,6 +359,7 @@ pub async fn start(config: &SimConfig) -> Result<Simulation, ConfigError> {
         sim.devices.push((cfg.name.clone(), device));
         sim.endpoints.push(endpoint);
     }
+    start_esprfid(&mut sim, config).await?;
     if let Some(path) = &config.ground_truth {
         sim.ground_truth()
             .write(path)
@@ -332,6 +377,59 @@ pub async fn start(config: &SimConfig) -> Result<Simulation, ConfigError> {
         }
     }
     Ok(sim)
+}
+
+/// Starts the embedded broker, if any, then the esp-rfid devices.
+async fn start_esprfid(sim: &mut Simulation, config: &SimConfig) -> Result<(), ConfigError> {
+    let broker_error = |problem: String| ConfigError::Broker { problem };
+    let mut default_broker: Option<MqttBroker> = None;
+    if let Some(broker) = &config.broker {
+        let options = broker.options().map_err(broker_error)?;
+        // Blocking: it waits until the broker accepts connections.
+        let started = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&options))
+            .await
+            .map_err(|e| broker_error(e.to_string()))?
+            .map_err(|e| broker_error(e.to_string()))?;
+        sim.broker = Some(started.addr());
+        default_broker = Some(broker.client_side(started.addr()).map_err(broker_error)?);
+    }
+    if let Some(mqtt) = &config.mqtt {
+        default_broker = Some(
+            mqtt.broker()
+                .map_err(|p| broker_error(format!("[mqtt]: {p}")))?,
+        );
+    }
+    for (j, cfg) in config.esprfid.iter().enumerate() {
+        let error = |problem: &str| ConfigError::Device {
+            device: cfg.name.clone(),
+            problem: problem.to_owned(),
+        };
+        if sim.device(&cfg.name).is_some() || sim.esprfid(&cfg.name).is_some() {
+            return Err(error("name used twice"));
+        }
+        // The hostname is the MQTT client id: a second one would push the first off.
+        if sim
+            .esprfid
+            .iter()
+            .any(|(_, d)| d.config().hostname == cfg.hostname())
+        {
+            return Err(error(&format!("hostname {} used twice", cfg.hostname())));
+        }
+        let same_door =
+            |d: &EspRfidDevice| d.config().topic == cfg.topic && d.config().ip == cfg.ip;
+        if sim.esprfid.iter().any(|(_, d)| same_door(d)) {
+            return Err(error("another esp-rfid has this topic and ip"));
+        }
+        let seed = config
+            .seed
+            .map(|s| s.wrapping_add((config.devices.len() + j) as u64));
+        let device = crate::esprfid::config::build(cfg, default_broker.as_ref(), seed)
+            .map_err(|problem| error(&problem))?;
+        sim.esprfid_endpoints
+            .push(EspRfidEndpoint::new(&cfg.name, &device));
+        sim.esprfid.push((cfg.name.clone(), device));
+    }
+    Ok(())
 }
 
 /// Opens one bus and serves its devices; returns the path a client opens.
@@ -600,6 +698,56 @@ mod tests {
         let bad_clock = "[clock]\nstart = \"tomorrow\"\n";
         let config: SimConfig = toml::from_str(bad_clock).unwrap();
         assert!(start(&config).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn starts_the_esprfid_file_with_its_broker() {
+        let text = include_str!("../examples/esprfid.toml");
+        let config: SimConfig = toml::from_str(text).expect("esprfid.toml");
+        let sim = start(&config).await.expect("start");
+        let broker = sim.broker_addr().expect("an embedded broker");
+        assert_ne!(broker.port(), 0);
+        let endpoints = sim.esprfid_endpoints();
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(endpoints[0].mqtt, broker.to_string());
+        assert_eq!(endpoints[1].hostname, "esp-rfid-bikes");
+        let gate = sim.esprfid("gate").expect("gate");
+        assert_eq!(gate.config().door_name, "Portail");
+        let users = gate.snapshot().users;
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[1].acctype, [1, 1, 0, 0]);
+        assert_eq!(users[1].validuntil, 4_102_444_800);
+    }
+
+    #[tokio::test]
+    async fn bad_esprfid_sections_are_reported() {
+        let device = "[[esprfid]]\nname = \"gate\"\ntopic = \"t\"\nip = \"10.0.0.1\"\n";
+        let mqtt = "[mqtt]\nport = 1\n";
+        let bad = [
+            (device.to_owned(), "no broker"),
+            (format!("{mqtt}{device}relays = 5\n"), "1 to 4"),
+            (
+                format!("{mqtt}{device}users = [{{ uid = \"xyz\" }}]\n"),
+                "hex",
+            ),
+            (format!("{mqtt}{device}{device}"), "name used twice"),
+            (
+                format!("{mqtt}{device}{}", device.replace("gate", "gate2")),
+                "topic and ip",
+            ),
+            (
+                format!("[mqtt]\nusername = \"u\"\n{device}"),
+                "both username",
+            ),
+            ("[broker]\nlisten = \"here\"\n".to_owned(), "not an address"),
+        ];
+        for (text, expected) in bad {
+            let config: SimConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let err = start(&config).await.unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let typo = format!("{mqtt}{device}relay = 2\n");
+        assert!(toml::from_str::<SimConfig>(&typo).is_err());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use tokio_modbus::ExceptionCode;
 
 use crate::config::Simulation;
 use crate::device::{AnyDevice, MbgDevice};
+use crate::esprfid::EspRfidDevice;
 use crate::mbg::calendar::{iso, parse_instant};
 use crate::mbg::codes::{format_id, parse_id, status};
 use crate::uid::Uid;
@@ -20,7 +21,10 @@ exception <name> <code> <probability> | capacity <name> <limit|none> | clear <na
 status <name> | meter gateways: time | advance <seconds> | set-time <iso|unix> | \
 no-answer [<name>] <meter-id> on|off | stale <name> <slot> on|off | \
 force-status <name> <meter-id> <flag,...|none> | meter <name> <meter-id> | trigger <name> | \
-truth <path> | help | quit";
+truth <path> | esp-rfid: present <name> <uid-hex> | reboot|power-cycle <name> | \
+factory-reset <name> | drop <name> <probability> (commands in) | \
+drop-reply <name> <probability> (messages out) | offline <name> | online <name> | \
+clear <name> | status <name> | help | quit";
 
 const TWENTY_YEARS: i64 = 20 * 366 * 86_400;
 
@@ -45,9 +49,10 @@ pub fn run(sim: &Simulation, line: &str) -> (Value, Next) {
             Next::Continue,
         ),
         [verb, name, args @ ..] => {
-            let result = match sim.device(name) {
-                Some(device) => on_device(device, verb, args),
-                None => Err(format!("no device named {name}")),
+            let result = match (sim.device(name), sim.esprfid(name)) {
+                (Some(device), _) => on_device(device, verb, args),
+                (None, Some(esp)) => on_esprfid(esp, verb, args),
+                (None, None) => Err(format!("no device named {name}")),
             };
             (answer(result), Next::Continue)
         }
@@ -228,6 +233,56 @@ fn on_device(device: &AnyDevice, verb: &str, args: &[&str]) -> Result<Value, Str
     }
 }
 
+/// The commands of an esp-rfid (its badges have no door number: it has one reader).
+fn on_esprfid(esp: &EspRfidDevice, verb: &str, args: &[&str]) -> Result<Value, String> {
+    let faults = esp.faults();
+    match (verb, args) {
+        ("present", [uid]) => {
+            let uid = Uid::from_hex(uid).ok_or("the UID must be 1 to 10 hex bytes")?;
+            let access = esp.present(uid.as_bytes()).map_err(|e| e.to_string())?;
+            serde_json::to_value(access).map_err(|e| e.to_string())
+        }
+        ("reboot" | "power-cycle", []) => {
+            esp.reboot();
+            Ok(Value::Null)
+        }
+        ("factory-reset", []) => {
+            esp.factory_reset();
+            Ok(Value::Null)
+        }
+        ("drop" | "drop-commands", [p]) => {
+            faults.set_drop_commands(parse_in(p, 0.0..=1.0)?);
+            Ok(Value::Null)
+        }
+        ("drop-reply" | "drop-messages", [p]) => {
+            faults.set_drop_messages(parse_in(p, 0.0..=1.0)?);
+            Ok(Value::Null)
+        }
+        ("offline", []) => {
+            esp.set_offline(true);
+            Ok(Value::Null)
+        }
+        ("online", []) => {
+            esp.set_offline(false);
+            Ok(Value::Null)
+        }
+        ("clear", []) => {
+            faults.set_drop_commands(0.0);
+            faults.set_drop_messages(0.0);
+            esp.set_offline(false);
+            Ok(Value::Null)
+        }
+        ("status", []) => {
+            let mut status = serde_json::to_value(esp.snapshot()).map_err(|e| e.to_string())?;
+            status["kind"] = json!("esprfid");
+            Ok(status)
+        }
+        _ => Err(format!(
+            "bad arguments for {verb} on an esp-rfid; try: {HELP}"
+        )),
+    }
+}
+
 fn parse_in<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Debug,
@@ -328,6 +383,48 @@ mod tests {
         assert_eq!(run(&sim, "reboot hall").0["ok"], true);
         assert_eq!(run(&sim, "status hall").0["result"]["used"], 0);
         assert_eq!(run(&sim, "quit").1, Next::Quit);
+    }
+
+    #[tokio::test]
+    async fn esprfid_commands() {
+        let text = "[broker]\nlisten = \"127.0.0.1:0\"\n[[esprfid]]\nname = \"gate\"\n\
+                    topic = \"t\"\nip = \"10.0.0.1\"\nusers = [{ uid = \"04a22b91\" }]\n";
+        let config: SimConfig = toml::from_str(text).unwrap();
+        let sim = start(&config).await.unwrap();
+        let ok = |line: &str| {
+            let (answer, _) = run(&sim, line);
+            assert_eq!(answer["ok"], true, "{line}: {answer}");
+            answer
+        };
+        let granted = ok("present gate 04A22B91");
+        assert_eq!(granted["result"]["access"], "Always");
+        assert_eq!(granted["result"]["known"], true);
+        assert_eq!(ok("present gate 01")["result"]["access"], "Denied");
+        ok("drop gate 0.5");
+        ok("drop-reply gate 1");
+        assert_eq!(
+            sim.esprfid("gate").unwrap().faults().probabilities(),
+            (0.5, 1.0)
+        );
+        ok("offline gate");
+        let status = ok("status gate");
+        assert_eq!(status["result"]["kind"], "esprfid");
+        assert_eq!(status["result"]["offline"], true);
+        assert_eq!(status["result"]["relay_pulses"], json!([1]));
+        ok("clear gate");
+        assert_eq!(ok("status gate")["result"]["offline"], false);
+        ok("reboot gate");
+        assert_eq!(ok("status gate")["result"]["boots"], 2);
+        ok("factory-reset gate");
+        assert_eq!(ok("status gate")["result"]["users"], json!([]));
+        for bad in [
+            "present gate 04A22B91 1",
+            "drop gate 2",
+            "latency gate 5",
+            "offline gate 3",
+        ] {
+            assert_eq!(run(&sim, bad).0["ok"], false, "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -66,6 +66,16 @@
 //! - MBG-250 power-up: the meter list (flash) and the clock (battery) survive; the
 //!   readings and "last read-out" (RAM) restart at 0 and a running read-out is lost.
 //!   A factory reset also empties the list and forgets the clock setting.
+//! - esp-rfid ([`esprfid`], MQTT, `shared/devices/esp-rfid-mqtt.md`): a command whose
+//!   `doorip` is not the device's, or that is not JSON, gets no answer at all. Acks
+//!   name no user and come even when nothing was stored (full flash, bad uid; a bad
+//!   field also sends an `ERRO` event). Missing numbers read 0, as ArduinoJson reads
+//!   them, so a user without `validuntil` is Expired; only acctype 1 checks validity.
+//!   `getuserlist` sends the stored `adduser` text by default (the firmware), the
+//!   README's `userfile` shape on request, and no end marker. Badges are looked up by
+//!   the uid as the reader writes it (padded or without leading zeros). Boot is
+//!   published after a power-up only, not after a mere reconnection; publishing while
+//!   disconnected loses the message.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -79,9 +89,11 @@
 //! ```
 
 pub mod access;
+pub mod broker;
 pub mod config;
 pub mod control;
 pub mod device;
+pub mod esprfid;
 pub mod faults;
 pub mod kl8;
 pub mod mbg;
@@ -90,10 +102,15 @@ pub mod px2;
 mod regs;
 pub mod server;
 pub mod uid;
+pub mod wmbus;
 
 pub use access::{AccessResult, PresentError};
 pub use device::{
     AnyDevice, Device, Kl8Device, Kl8Snapshot, MbgDevice, MbgSnapshot, Px2Device, Px2Snapshot,
+};
+pub use esprfid::{
+    EspRfidAccess, EspRfidConfig, EspRfidDevice, EspRfidFaults, EspRfidSnapshot, EspRfidUser,
+    MqttBroker, UidFormat, UserlistShape,
 };
 pub use faults::{FaultSettings, Faults};
 pub use kl8::{Kl8Config, Record};
@@ -105,3 +122,4 @@ pub use pty::PtyLink;
 pub use px2::{Entry, Px2Config};
 pub use server::{serve_rtu, serve_tcp, serve_tcp_units, Server, TcpServer};
 pub use uid::Uid;
+pub use wmbus::{WmbusConfig, WmbusFaults, WmbusPublisher};

@@ -25,7 +25,7 @@ const FLATS_ON_FIRST: usize = 80;
 /// Days of nightly readings written at the first start.
 const HISTORY_DAYS: i64 = 120;
 
-fn origin() -> DateTime<Utc> {
+pub(super) fn origin() -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default() // 2026-01-01T00:00Z
 }
 
@@ -35,7 +35,8 @@ pub struct DemoGateways {
     pub servers: Vec<TcpServer>,
 }
 
-fn kind_of(meter: &BusMeter) -> MeterKind {
+/// The kind of meter a simulated bus meter is, from its M-Bus medium.
+pub fn kind_of(meter: &BusMeter) -> MeterKind {
     match meter.medium {
         0x06 | 0x15 => MeterKind::HotWater,
         0x04 | 0x0C => MeterKind::Heating,
@@ -44,7 +45,8 @@ fn kind_of(meter: &BusMeter) -> MeterKind {
     }
 }
 
-fn unit_of(meter: &BusMeter) -> MeasureUnit {
+/// The unit a simulated bus meter counts in.
+pub fn unit_of(meter: &BusMeter) -> MeasureUnit {
     match meter.unit {
         Unit::CubicMetres => MeasureUnit::M3,
         Unit::KilowattHours => MeasureUnit::Kwh,

@@ -1,7 +1,8 @@
 //! The demo residence: what `gardien demo` serves, so that a newcomer has something to
 //! look at. Seeding is idempotent: a database that already has the residence is kept.
 
-mod meters;
+pub mod meters;
+pub mod mqtt;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -103,7 +104,10 @@ pub async fn start_devices(store: &Store, seeded: &Seeded) -> Result<DemoDevices
         .controllers(seeded.residence_id, &Default::default())
         .await?
         .items;
-    for (controller, address) in controllers.iter().zip(devices.addresses()) {
+    let modbus = controllers
+        .iter()
+        .filter(|c| c.transport != Transport::Mqtt);
+    for (controller, address) in modbus.zip(devices.addresses()) {
         let input = ControllerInput {
             name: controller.name.clone(),
             model: controller.model.clone(),

@@ -15,6 +15,7 @@ mod residences;
 mod serde_messages;
 mod structure;
 mod sync;
+mod wmbus;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sync::routes())
         .merge(gateways::routes())
         .merge(meters::routes())
+        .merge(wmbus::routes())
         .split_for_parts()
 }
 

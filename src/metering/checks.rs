@@ -37,38 +37,27 @@ pub struct Judgement {
 }
 
 /// Status bits and the alarm each raises.
-const STATUS_ALARMS: [(u16, AlarmKind, &str); 6] = [
-    (
-        status_bits::LEAK,
-        AlarmKind::Leak,
-        "fuite signalée par le compteur",
-    ),
-    (
-        status_bits::BURST,
-        AlarmKind::Burst,
-        "rupture (débit excessif) signalée",
-    ),
-    (
-        status_bits::REVERSE_FLOW,
-        AlarmKind::ReverseFlow,
-        "retour d'eau (débit inversé)",
-    ),
-    (
-        status_bits::TAMPER,
-        AlarmKind::Tamper,
-        "fraude ou aimant détecté",
-    ),
-    (
-        status_bits::BATTERY_LOW,
-        AlarmKind::LowBattery,
-        "pile faible",
-    ),
-    (
-        status_bits::METER_ERROR,
-        AlarmKind::MeterError,
-        "erreur interne du compteur",
-    ),
+const STATUS_ALARMS: [(u16, AlarmKind); 6] = [
+    (status_bits::LEAK, AlarmKind::Leak),
+    (status_bits::BURST, AlarmKind::Burst),
+    (status_bits::REVERSE_FLOW, AlarmKind::ReverseFlow),
+    (status_bits::TAMPER, AlarmKind::Tamper),
+    (status_bits::BATTERY_LOW, AlarmKind::LowBattery),
+    (status_bits::METER_ERROR, AlarmKind::MeterError),
 ];
+
+/// The French detail of an alarm the meter itself reports (status bits through a
+/// gateway, status words over the radio).
+pub fn reported_by_meter(kind: AlarmKind) -> &'static str {
+    match kind {
+        AlarmKind::Leak => "fuite signalée par le compteur",
+        AlarmKind::Burst => "rupture (débit excessif) signalée",
+        AlarmKind::ReverseFlow => "retour d'eau (débit inversé)",
+        AlarmKind::Tamper => "fraude ou aimant détecté",
+        AlarmKind::LowBattery => "pile faible",
+        _ => "erreur interne du compteur",
+    }
+}
 
 /// The unit a gateway's unit code names.
 pub fn unit_of_code(code: u16) -> Option<MeasureUnit> {
@@ -82,13 +71,13 @@ pub fn unit_of_code(code: u16) -> Option<MeasureUnit> {
 }
 
 /// Readings further in the future than this are refused (a gateway clock that lies).
-const FUTURE_TOLERANCE_SECONDS: i64 = 300;
+pub const FUTURE_TOLERANCE_SECONDS: i64 = 300;
 
 pub fn judge(expected: &ExpectedMeter, reading: &SlotReading, now: DateTime<Utc>) -> Judgement {
     let mut alarms: Vec<(AlarmKind, String)> = STATUS_ALARMS
         .iter()
-        .filter(|(bit, _, _)| reading.status & bit != 0)
-        .map(|(_, kind, detail)| (*kind, (*detail).to_owned()))
+        .filter(|(bit, _)| reading.status & bit != 0)
+        .map(|(_, kind)| (*kind, reported_by_meter(*kind).to_owned()))
         .collect();
     let verdict = verdict(expected, reading, now, &mut alarms);
     Judgement { verdict, alarms }

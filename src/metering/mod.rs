@@ -10,3 +10,4 @@ pub mod collect;
 pub mod program;
 pub mod schedule;
 pub mod usage;
+pub mod wmbus;

@@ -41,7 +41,7 @@ pub async fn connect(
             &gateway.model,
             None,
         )
-        .map(|profile| profile.modbus.serial)
+        .and_then(|profile| profile.modbus.as_ref().map(|modbus| modbus.serial))
         .ok_or_else(|| {
             Error::Internal(format!(
                 "gateway {}: no profile for model {:?}",

@@ -150,18 +150,38 @@ impl Tx {
                     ),
                 )
             })?;
-        if input.transport == Transport::Mqtt {
-            return Err(Error::invalid(
-                "transport",
-                format!(
-                    "un {} se programme en Modbus : modbus_tcp ou modbus_rtu",
-                    profile.model
-                ),
-            ));
-        }
-        if input.transport == Transport::ModbusRtu {
-            gardien_drivers::Endpoint::rtu(&input.address, profile.modbus.serial)
-                .map_err(|err| Error::invalid("address", err))?;
+        match (input.transport, profile.modbus.as_ref()) {
+            (Transport::Mqtt, None) => {
+                gardien_drivers::esprfid::EspRfidAddress::parse(&input.address).map_err(|_| {
+                    Error::invalid(
+                        "address",
+                        format!(
+                            "adresse « {} » invalide pour un {} : SUJET@IP, par exemple esprfid@192.168.1.31 (le sujet MQTT de la centrale, sans + ni #, et son adresse IP)",
+                            input.address, profile.model
+                        ),
+                    )
+                })?;
+            }
+            (Transport::Mqtt, Some(_)) => {
+                return Err(Error::invalid(
+                    "transport",
+                    format!(
+                        "un {} se programme en Modbus : modbus_tcp ou modbus_rtu",
+                        profile.model
+                    ),
+                ))
+            }
+            (_, None) => {
+                return Err(Error::invalid(
+                    "transport",
+                    format!("un {} se programme en MQTT : mqtt", profile.model),
+                ))
+            }
+            (Transport::ModbusRtu, Some(modbus)) => {
+                gardien_drivers::Endpoint::rtu(&input.address, modbus.serial)
+                    .map_err(|err| Error::invalid("address", err))?;
+            }
+            (Transport::ModbusTcp, Some(_)) => {}
         }
         let profile_id = profile.id.clone();
         sqlx::query("UPDATE controllers SET profile_id = $1, policy = $2 WHERE id = $3")

@@ -94,7 +94,11 @@ impl Tx {
                 ))
             }
             Transport::ModbusRtu => {
-                gardien_drivers::Endpoint::rtu(&input.address, profile.modbus.serial)
+                let serial = profile
+                    .modbus_settings()
+                    .map_err(|err| Error::invalid("model", err))?
+                    .serial;
+                gardien_drivers::Endpoint::rtu(&input.address, serial)
                     .map_err(|err| Error::invalid("address", err))?;
             }
             Transport::ModbusTcp => {}

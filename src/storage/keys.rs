@@ -574,6 +574,9 @@ impl Tx {
         self.audit_key(actor, &after, "update", "", Some(&before))
             .await?;
         self.refresh_access(residence_id, Some(&[after.id])).await?;
+        if (before.valid_from, before.valid_until) != (after.valid_from, after.valid_until) {
+            self.rewrite_dated_entries(after.id).await?;
+        }
         Ok(after)
     }
 

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod buildings;
 pub mod controllers;
+pub mod esp_rfid;
 pub mod gateways;
 pub mod keys;
 pub mod locks;
@@ -24,6 +25,7 @@ pub mod readings;
 pub mod residences;
 pub mod sync;
 pub mod units;
+pub mod wmbus;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -360,6 +360,48 @@ impl Tx {
         )
     }
 
+    /// Marks a key's entries pending on controllers that keep validity dates (MQTT),
+    /// after its dates changed: the visit writes them again with the new dates.
+    pub async fn rewrite_dated_entries(&mut self, key_id: i64) -> Result<()> {
+        let changed = sqlx::query(
+            "UPDATE key_sync SET state = 'pending' WHERE key_id = $1 AND doors > 0
+               AND controller_id IN (SELECT id FROM controllers WHERE transport = 'mqtt')",
+        )
+        .bind(key_id)
+        .execute(self.conn())
+        .await?;
+        if changed.rows_affected() > 0 {
+            self.wrote_sync_work = true;
+        }
+        Ok(())
+    }
+
+    /// Validity dates of the keys a controller must hold that have any, for devices
+    /// that enforce dates themselves; a missing bound is open.
+    pub async fn key_validities(
+        &mut self,
+        controller_id: i64,
+    ) -> Result<HashMap<i64, gardien_drivers::Validity>> {
+        type Dates = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let rows: Vec<Dates> = sqlx::query_as(
+            "SELECT k.id, k.valid_from, k.valid_until FROM key_sync s JOIN access_keys k ON k.id = s.key_id
+             WHERE s.controller_id = $1 AND (k.valid_from IS NOT NULL OR k.valid_until IS NOT NULL)",
+        )
+        .bind(controller_id)
+        .fetch_all(self.conn())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, from, until)| {
+                let validity = gardien_drivers::Validity {
+                    since: from.map_or(0, |at| at.timestamp()),
+                    until: until.map_or(gardien_drivers::esprfid::NO_END, |at| at.timestamp()),
+                };
+                (key, validity)
+            })
+            .collect())
+    }
+
     /// The outbox rows of a key, on every controller.
     pub async fn key_sync_of_key(
         &mut self,
@@ -522,7 +564,7 @@ impl Tx {
              WHERE (s.next_attempt_at IS NULL OR s.next_attempt_at <= $1)
                AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_until IS NULL OR s.lease_until < $1)
                AND (EXISTS (SELECT 1 FROM key_sync k WHERE k.controller_id = c.id AND k.state = 'pending')
-                    OR s.last_seen_at IS NULL OR s.last_seen_at < $2)
+                    OR s.last_seen_at IS NULL OR s.last_seen_at < $2 OR s.audited_at IS NULL)
              ORDER BY c.id",
         )
         .bind(now)

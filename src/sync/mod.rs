@@ -11,6 +11,7 @@
 //! Gateways have their own outbox (`meter_sync`) and visit (`metering::program`), and
 //! share the rest: wake-ups, bound, leases and backoff.
 
+pub mod access;
 pub mod plan;
 pub mod visit;
 
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use gardien_drivers::MqttChannel;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -84,6 +86,8 @@ pub struct Engine {
     owner: String,
     running: Arc<Mutex<HashSet<DeviceRef>>>,
     permits: Arc<Semaphore>,
+    /// The broker connection MQTT controllers are reached through, if configured.
+    mqtt: Option<MqttChannel>,
 }
 
 /// How this instance names itself in leases.
@@ -111,7 +115,14 @@ impl Engine {
             owner,
             running: Arc::default(),
             permits,
+            mqtt: None,
         }
+    }
+
+    /// Reaches MQTT controllers (esp-rfid) through `channel`.
+    pub fn with_mqtt(mut self, channel: MqttChannel) -> Engine {
+        self.mqtt = Some(channel);
+        self
     }
 
     /// Runs until `shutdown` completes, then lets the visits under way finish.
@@ -187,16 +198,19 @@ impl Engine {
                 .unwrap_or(false)
         });
         for device in due {
-            let (store, config, owner, running, permits) = (
+            let (store, config, owner, running, permits, mqtt) = (
                 self.store.clone(),
                 self.config.clone(),
                 self.owner.clone(),
                 self.running.clone(),
                 self.permits.clone(),
+                self.mqtt.clone(),
             );
             visits.spawn(async move {
                 let visited = match permits.acquire_owned().await {
-                    Ok(_permit) => visit_with_lease(&store, &config, &owner, device).await,
+                    Ok(_permit) => {
+                        visit_with_lease(&store, mqtt.as_ref(), &config, &owner, device).await
+                    }
                     Err(_) => false,
                 };
                 if let Ok(mut running) = running.lock() {
@@ -216,6 +230,7 @@ impl Engine {
 /// on its pending rows). Answers whether a visit ran.
 async fn visit_with_lease(
     store: &Store,
+    mqtt: Option<&MqttChannel>,
     config: &SyncConfig,
     owner: &str,
     device: DeviceRef,
@@ -229,7 +244,7 @@ async fn visit_with_lease(
     }
     let failure = match device {
         DeviceRef::Controller(controller) => {
-            visit_controller(store, config, controller, now, timeout).await
+            visit_controller(store, mqtt, config, controller, now, timeout).await
         }
         DeviceRef::Gateway(gateway) => {
             match tokio::time::timeout(timeout, crate::metering::program::program(store, gateway))
@@ -283,6 +298,7 @@ pub(crate) async fn take_lease(
 /// Answers the error of a failed visit.
 async fn visit_controller(
     store: &Store,
+    mqtt: Option<&MqttChannel>,
     config: &SyncConfig,
     controller: i64,
     now: DateTime<Utc>,
@@ -302,7 +318,7 @@ async fn visit_controller(
             .is_none_or(|at| at < now - chrono::Duration::seconds(config.audit_seconds as i64)),
         routine: status.last_seen_at.is_none_or(|at| at < routine_before),
     };
-    match tokio::time::timeout(timeout, visit(store, controller, kind)).await {
+    match tokio::time::timeout(timeout, visit(store, mqtt, controller, kind)).await {
         Ok(Ok(report)) => {
             tracing::debug!(controller, ?report, "controller visited");
             None

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use gardien_drivers::digest::table_digest;
+use gardien_drivers::esprfid::EspRfid;
 use gardien_drivers::{
-    connect_lock_controller, AccessResult, Applied, Credential, DriverError, Endpoint, Entry,
-    Fingerprint, LockController,
+    connect_lock_controller, Applied, Credential, DriverError, Endpoint, Entry, Fingerprint,
+    LockController, MqttChannel, Validity,
 };
 
 use super::plan::{plan, Change, Op};
-use crate::domain::key_status::KeyStatus;
 use crate::domain::Transport;
 use crate::error::Error;
 use crate::storage::sync::{ControllerStatus, ControllerTarget, NewAccessEvent};
@@ -50,6 +50,7 @@ const CLOCK_TOLERANCE_SECONDS: i64 = 2;
 
 pub async fn visit(
     store: &Store,
+    mqtt: Option<&MqttChannel>,
     controller_id: i64,
     kind: VisitKind,
 ) -> Result<VisitReport, VisitError> {
@@ -72,21 +73,12 @@ pub async fn visit(
             ))
         })?
         .clone();
-    let endpoint = match target.transport {
-        Transport::ModbusTcp => Endpoint::Tcp(target.address.clone()),
-        Transport::ModbusRtu => Endpoint::rtu(&target.address, profile.modbus.serial)?,
-        Transport::Mqtt => {
-            return Err(DriverError::Unsupported(
-                "MQTT controllers are not driven over Modbus".into(),
-            )
-            .into())
-        }
+    let mut driver = connect(&profile, &target, mqtt).await?;
+    let validities = if profile.is_mqtt() {
+        store.read().await?.key_validities(controller_id).await?
+    } else {
+        HashMap::new()
     };
-    let unit = target
-        .modbus_unit
-        .and_then(|unit| u8::try_from(unit).ok())
-        .unwrap_or(profile.modbus.default_unit);
-    let mut driver = connect_lock_controller(&profile, &endpoint, unit).await?;
     let identity = driver.identify().await?;
     let now = Utc::now();
     let mut report = VisitReport::default();
@@ -98,7 +90,11 @@ pub async fn visit(
         || matches!(identity.fingerprint, Fingerprint::Digest { digest, .. } if status.verified_at.is_some() && digest == digest_of(&known));
     let memory_lost = lost_memory(&status, identity.fingerprint);
     let (mut observed, mut duplicates) = (known.clone(), Vec::new());
-    let full_read = kind.audit || !unchanged || status.verified_at.is_none();
+    // A user list read back (esp-rfid) is a full read already: use it.
+    let full_read = kind.audit
+        || !unchanged
+        || status.verified_at.is_none()
+        || matches!(identity.fingerprint, Fingerprint::ListDigest(_));
     if !full_read && !known_slots.is_empty() {
         // Client-placed records (KL-8): hand the driver where they are, so that its
         // writes need no table read while the fingerprint says nothing moved.
@@ -113,11 +109,25 @@ pub async fn visit(
         report.table_read = true;
     }
 
+    let stores_dates = profile.is_mqtt();
     let mut plan = plan(&rows, &observed, &duplicates, target.policy);
+    if stores_dates {
+        rewrite_pending(&mut plan, &rows);
+    }
     let mut outcomes: Vec<(Change, Result<(), String>)> = Vec::new();
     for attempt in 0..2 {
         for change in std::mem::take(&mut plan.changes) {
-            match apply(driver.as_mut(), &profile_credential(&change)?, &change).await {
+            let validity = change
+                .key
+                .and_then(|(key, _)| validities.get(&key).copied());
+            match apply(
+                driver.as_mut(),
+                &profile_credential(&change)?,
+                &change,
+                validity,
+            )
+            .await
+            {
                 Ok(()) => {
                     if change.op == Op::Remove {
                         observed.remove(&change.credential);
@@ -142,17 +152,21 @@ pub async fn visit(
         // Verify with one read: the device's fingerprint against what we expect.
         let check = driver.identify().await?;
         let expected_ok = match (check.fingerprint, driver.expected_fingerprint()) {
-            (Fingerprint::Digest { digest, .. }, _) => digest == digest_of(&observed),
+            (Fingerprint::Digest { digest, .. } | Fingerprint::ListDigest(digest), _) => {
+                digest == digest_of(&observed)
+            }
             (actual, Some(expected)) => actual == expected,
             (_, None) => false,
         };
-        if expected_ok || attempt == 1 {
-            if !expected_ok {
-                tracing::warn!(
-                    controller = controller_id,
-                    "table still differs from the plan after a re-read"
-                );
-            }
+        if !expected_ok && attempt == 1 {
+            // Nothing is confirmed that the device does not show: the rows stay
+            // pending, the visit fails and backs off, the next one tries again.
+            return Err(DriverError::Protocol(
+                "the controller still does not hold what was written after a second attempt (commands lost or refused without a word)".into(),
+            )
+            .into());
+        }
+        if expected_ok {
             let final_fingerprint = fingerprint_text(check.fingerprint);
             let events = if kind.routine {
                 poll_events(
@@ -253,6 +267,10 @@ pub async fn visit(
                 saved.event_cursor = Some(cursor);
             }
             tx.save_controller_status(&saved).await?;
+            if let Some(name) = driver.device_name() {
+                tx.controller_heard(controller_id, Utc::now(), Some(&name))
+                    .await?;
+            }
             tx.commit().await?;
             return Ok(report);
         }
@@ -260,8 +278,30 @@ pub async fn visit(
         (observed, duplicates) = read_table(driver.as_mut()).await?;
         report.table_read = true;
         plan = super::plan::plan(&rows, &observed, &duplicates, target.policy);
+        if stores_dates {
+            rewrite_pending(&mut plan, &rows);
+        }
     }
     Err(Error::Internal("unreachable: the verification loop always returns".into()).into())
+}
+
+/// On a device that keeps validity dates, a pending entry that is already there may
+/// hold old dates (the key's dates changed): write it again rather than confirm it.
+fn rewrite_pending(plan: &mut super::plan::Plan, rows: &[crate::storage::sync::KeySync]) {
+    let mut kept = Vec::new();
+    for (key_id, doors) in std::mem::take(&mut plan.already_true) {
+        let row = rows.iter().find(|row| row.key_id == key_id);
+        match row {
+            Some(row) if doors > 0 => plan.changes.push(Change {
+                op: Op::SetDoors,
+                credential: row.credential.clone(),
+                doors,
+                key: Some((key_id, doors)),
+            }),
+            _ => kept.push((key_id, doors)),
+        }
+    }
+    plan.already_true = kept;
 }
 
 /// The known table with record positions, for a driver that places records itself.
@@ -299,6 +339,7 @@ async fn apply(
     driver: &mut dyn LockController,
     credential: &Credential,
     change: &Change,
+    validity: Option<Validity>,
 ) -> Result<(), DriverError> {
     let doors = u16::try_from(change.doors)
         .map_err(|_| DriverError::Unsupported(format!("door mask {}", change.doors)))?;
@@ -308,12 +349,12 @@ async fn apply(
     };
     match change.op {
         Op::Remove => driver.remove(credential).await.map(drop),
-        Op::SetDoors => match driver.set_doors(&entry).await? {
-            Applied::NotFound => driver.add(&entry).await.map(drop),
+        Op::SetDoors => match driver.set_doors_valid(&entry, validity).await? {
+            Applied::NotFound => driver.add_valid(&entry, validity).await.map(drop),
             _ => Ok(()),
         },
         // Present already: its doors may differ from ours, so set them.
-        Op::Add => match driver.add(&entry).await? {
+        Op::Add => match driver.add_valid(&entry, validity).await? {
             Applied::AlreadyPresent => driver.set_doors(&entry).await.map(drop),
             _ => Ok(()),
         },
@@ -358,7 +399,45 @@ pub fn fingerprint_text(fingerprint: Fingerprint) -> String {
             boot_counter,
         } => format!("digest:{digest:08X} boot:{boot_counter}"),
         Fingerprint::ChangeCounter(counter) => format!("counter:{counter}"),
+        Fingerprint::ListDigest(digest) => format!("list:{digest:08X}"),
     }
+}
+
+/// The driver for a controller, over Modbus or over the service's MQTT connection.
+async fn connect(
+    profile: &gardien_drivers::DeviceProfile,
+    target: &ControllerTarget,
+    mqtt: Option<&MqttChannel>,
+) -> Result<Box<dyn LockController>, VisitError> {
+    let modbus = match (target.transport, profile.modbus.as_ref()) {
+        (Transport::Mqtt, None) => {
+            let channel = mqtt.ok_or_else(|| {
+                DriverError::Unsupported(
+                    "no MQTT broker is configured ([mqtt] in the configuration)".into(),
+                )
+            })?;
+            return Ok(Box::new(
+                EspRfid::connect(profile, channel, &target.address).await?,
+            ));
+        }
+        (_, Some(modbus)) if target.transport != Transport::Mqtt => modbus,
+        _ => {
+            return Err(DriverError::Unsupported(format!(
+                "a {} is not reached over {:?}",
+                profile.model, target.transport
+            ))
+            .into())
+        }
+    };
+    let endpoint = match target.transport {
+        Transport::ModbusRtu => Endpoint::rtu(&target.address, modbus.serial)?,
+        _ => Endpoint::Tcp(target.address.clone()),
+    };
+    let unit = target
+        .modbus_unit
+        .and_then(|unit| u8::try_from(unit).ok())
+        .unwrap_or(modbus.default_unit);
+    Ok(connect_lock_controller(profile, &endpoint, unit).await?)
 }
 
 /// Whether the device forgot its table since the last visit: a PX-2 factory reset
@@ -373,6 +452,7 @@ fn lost_memory(status: &ControllerStatus, now: Fingerprint) -> bool {
             boot_counter: 0,
         } => !before.ends_with("boot:0") || !before.starts_with("digest:00000000"),
         Fingerprint::ChangeCounter(0) => before != "counter:0",
+        Fingerprint::ListDigest(0) => !before.starts_with("list:00000000"),
         _ => false,
     }
 }
@@ -441,54 +521,13 @@ async fn poll_events(
     }
     for event in &batch.events {
         let at = DateTime::from_timestamp(i64::from(event.time), 0).unwrap_or_else(Utc::now);
-        let result = match event.result {
-            AccessResult::Granted => "granted",
-            AccessResult::DeniedUnknown => "denied_unknown",
-            AccessResult::DeniedDoor => "denied_door",
+        let event = super::access::Presented {
+            at,
+            door: event.door,
+            credential: &event.credential,
+            result: event.result,
         };
-        let row = tx
-            .insert_access_event(&NewAccessEvent {
-                residence_id: target.residence_id,
-                controller_id: target.id,
-                at,
-                door: i64::from(event.door),
-                credential: event.credential.to_string(),
-                result,
-                lost_events: 0,
-            })
-            .await?;
-        if let Some(key_id) = row.key_id {
-            let key = tx
-                .key(
-                    target.residence_id,
-                    key_id,
-                    crate::domain::roles::Visibility::Everything,
-                )
-                .await?;
-            if key.status != KeyStatus::Active {
-                let message = format!(
-                    "clé {} ({}) présentée à la porte {} de « {} » le {} : {}",
-                    key.identifier,
-                    key.status.french(),
-                    event.door,
-                    target.name,
-                    at.with_timezone(&crate::domain::text::LOCAL_TIME_ZONE)
-                        .format("%d/%m/%Y à %H:%M:%S"),
-                    if result == "granted" {
-                        "accès accordé"
-                    } else {
-                        "accès refusé"
-                    }
-                );
-                tx.raise_alert(
-                    target.residence_id,
-                    "inactive_key_presented",
-                    (Some(target.id), Some(key_id), Some(row.id)),
-                    &message,
-                )
-                .await?;
-            }
-        }
+        super::access::record(&mut tx, target, &event).await?;
     }
     tx.commit().await?;
     Ok(Some((

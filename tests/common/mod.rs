@@ -2,6 +2,8 @@
 //! file in a temporary directory, driven through HTTP like any client.
 #![allow(dead_code)] // each test crate uses part of it
 
+pub mod mqtt;
+
 use std::sync::Arc;
 
 use gardien::config::Config;
@@ -50,8 +52,20 @@ impl TestServer {
 
     /// Starts the engine on this server's database (again, after `stop_engine`).
     pub fn start_engine(&mut self, config: gardien::sync::SyncConfig) {
+        self.start_engine_with(config, None);
+    }
+
+    /// Starts the engine, reaching MQTT controllers through `mqtt` when given.
+    pub fn start_engine_with(
+        &mut self,
+        config: gardien::sync::SyncConfig,
+        mqtt: Option<gardien_drivers::MqttChannel>,
+    ) {
         let (tx, rx) = oneshot::channel::<()>();
-        let engine = gardien::sync::Engine::new(self.store.clone(), config);
+        let mut engine = gardien::sync::Engine::new(self.store.clone(), config);
+        if let Some(channel) = mqtt {
+            engine = engine.with_mqtt(channel);
+        }
         let task = tokio::spawn(engine.run(async {
             let _ = rx.await;
         }));
