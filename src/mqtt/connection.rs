@@ -7,6 +7,7 @@
 //! telegram the broker delivered is stored or counted as rejected before the broker
 //! forgets it, so a crash in between gets it again rather than losing it.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +35,18 @@ const QUEUE: usize = 10_000;
 pub struct Mqtt {
     channel: MqttChannel,
     stats: Arc<InboxStats>,
+    link: Arc<LinkState>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Whether the broker accepted us, and how often connecting failed.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    pub connected: AtomicBool,
+    pub connections: AtomicU64,
+    pub failures: AtomicU64,
+    /// The last failure, for logs and health checks.
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Mqtt {
@@ -60,13 +72,21 @@ impl Mqtt {
         let stats = inbox.stats();
         let (queue, queued) = mpsc::channel(QUEUE);
         let max_delay = Duration::from_secs(config.reconnect_max_seconds.max(1));
+        let link = Arc::new(LinkState::default());
         let tasks = vec![
-            tokio::spawn(read_loop(event_loop, channel.clone(), queue, max_delay)),
+            tokio::spawn(read_loop(
+                event_loop,
+                channel.clone(),
+                queue,
+                max_delay,
+                link.clone(),
+            )),
             tokio::spawn(inbox.run(queued, client)),
         ];
         Ok(Mqtt {
             channel,
             stats,
+            link,
             tasks,
         })
     }
@@ -78,6 +98,11 @@ impl Mqtt {
 
     pub fn stats(&self) -> Arc<InboxStats> {
         self.stats.clone()
+    }
+
+    /// The connection's state: connected now, connections and failures so far.
+    pub fn link(&self) -> Arc<LinkState> {
+        self.link.clone()
     }
 
     /// Disconnects and stops the tasks.
@@ -128,12 +153,15 @@ async fn read_loop(
     channel: MqttChannel,
     queue: mpsc::Sender<Publish>,
     max_delay: Duration,
+    link: Arc<LinkState>,
 ) {
     let mut delay = Duration::from_secs(1);
     loop {
         match event_loop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
+                link.connected.store(true, Ordering::SeqCst);
+                link.connections.fetch_add(1, Ordering::SeqCst);
                 delay = Duration::from_secs(1);
                 resubscribe(&channel);
             }
@@ -148,6 +176,11 @@ async fn read_loop(
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?delay, "MQTT connection lost");
+                link.connected.store(false, Ordering::SeqCst);
+                link.failures.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut last) = link.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(max_delay);
             }

@@ -23,18 +23,33 @@ pub enum BrokerKind {
 pub struct BrokerProcess {
     pub kind: BrokerKind,
     pub addr: SocketAddr,
+    /// Mosquitto started with `start_with_tls`: a second listener, TLS with client
+    /// certificates, for the service (devices stay on `addr`).
+    pub tls: Option<TlsListener>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
+/// A TLS listener and the files a client needs for it.
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    pub ca_file: std::path::PathBuf,
+    pub client_cert_file: std::path::PathBuf,
+    pub client_key_file: std::path::PathBuf,
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
 impl BrokerProcess {
     pub fn start(kind: BrokerKind) -> BrokerProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port");
         let mut broker = BrokerProcess {
             kind,
-            addr: port,
+            addr: free_port(),
+            tls: None,
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
         };
@@ -43,6 +58,65 @@ impl BrokerProcess {
         }
         broker.spawn();
         broker
+    }
+
+    /// Mosquitto with a plain listener (devices) and a TLS listener that requires a
+    /// client certificate (the service), both under one test CA.
+    pub fn start_with_tls() -> BrokerProcess {
+        let mut broker = BrokerProcess {
+            kind: BrokerKind::Mosquitto,
+            addr: free_port(),
+            tls: None,
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        broker.write_mosquitto_files();
+        let tls = broker.write_tls_files();
+        let conf = broker.dir.path().join("mosquitto.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("mosquitto.conf");
+        let dir = broker.dir.path();
+        text.push_str(&format!(
+            "listener {} {}\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            tls.addr.port(),
+            tls.addr.ip(),
+            tls.ca_file.display(),
+            dir.join("server.pem").display(),
+            dir.join("server.key").display(),
+        ));
+        std::fs::write(&conf, text).expect("mosquitto.conf");
+        broker.tls = Some(tls);
+        broker.spawn();
+        broker
+    }
+
+    fn write_tls_files(&self) -> TlsListener {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = self.dir.path();
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: a certificate named like its issuer looks self-signed.
+        ca.distinguished_name
+            .push(DnType::CommonName, "gardien test CA");
+        let ca = ca.self_signed(&ca_key).expect("CA certificate");
+        let issue = |names: Vec<String>, file: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(names).expect("params");
+            params.distinguished_name.push(DnType::CommonName, file);
+            let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
+            std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write cert");
+            std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem())
+                .expect("write key");
+        };
+        issue(vec!["127.0.0.1".into(), "localhost".into()], "server");
+        issue(vec!["gardien".into()], "client");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write CA");
+        TlsListener {
+            addr: free_port(),
+            ca_file: dir.join("ca.pem"),
+            client_cert_file: dir.join("client.pem"),
+            client_key_file: dir.join("client.key"),
+        }
     }
 
     fn spawn(&mut self) {
@@ -86,6 +160,21 @@ impl BrokerProcess {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// gardien's `[mqtt]` for the TLS listener: CA, client certificate, account.
+    pub fn service_tls_config(&self) -> MqttConfig {
+        let tls = self.tls.as_ref().expect("a broker started with TLS");
+        MqttConfig {
+            host: tls.addr.ip().to_string(),
+            port: tls.addr.port(),
+            tls: Some(gardien::mqtt::config::TlsConfig {
+                ca_file: tls.ca_file.clone(),
+                client_cert_file: Some(tls.client_cert_file.clone()),
+                client_key_file: Some(tls.client_key_file.clone()),
+            }),
+            ..self.service_config()
+        }
     }
 
     /// gardien's `[mqtt]` for this broker.
