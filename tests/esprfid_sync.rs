@@ -379,6 +379,47 @@ async fn broker_restart_mid_sync(kind: BrokerKind) {
     stop(site).await;
 }
 
+async fn ghost_keys_are_reported_like_on_modbus(kind: BrokerKind) {
+    let site = site(kind, UidFormat::Padded).await;
+    let claire = add_badge(&site, CLAIRE, site.both).await;
+    wait_confirmed(&site, claire, "Claire's badge programmed").await;
+    // Someone adds a badge on the controller's own web page: gardien does not know it.
+    site.devices[0]
+        .insert_user(&gardien_simulators::esprfid::EspRfidUser {
+            uid: "0badc0de".into(),
+            user: "ajouté à la main".into(),
+            acctype: [1, 0, 0, 0],
+            validsince: 0,
+            validuntil: 4_102_444_800,
+        })
+        .expect("user");
+    let audit = site
+        .admin
+        .post(
+            &site
+                .f
+                .path(&format!("/controllers/{}/audit", site.controllers[0])),
+            json!({}),
+        )
+        .await;
+    assert_eq!(audit.status, 202, "{}", audit.body);
+    let path = site
+        .f
+        .path(&format!("/controllers/{}/drift", site.controllers[0]));
+    let drift = eventually_async(
+        20,
+        "the ghost reported",
+        || site.admin.get(&path),
+        |response| response.body.to_string().contains("uid:0BADC0DE"),
+    )
+    .await;
+    let text = drift.body.to_string();
+    assert!(text.contains("ghost") || text.contains("unknown"), "{text}");
+    // Policy `audit` (the default): reported, left in place.
+    assert_eq!(uids(&site.devices[0]), ["04a22b91", "0badc0de"]);
+    stop(site).await;
+}
+
 /// A client publishing as a device would (the device account on Mosquitto).
 async fn raw_publisher(broker: &BrokerProcess) -> rumqttc::AsyncClient {
     let device = broker.device_broker();
@@ -482,4 +523,5 @@ on_both_brokers!(
     heartbeats_keep_a_controller_seen,
     broker_restart_mid_sync,
     bad_messages_are_counted_and_change_nothing,
+    ghost_keys_are_reported_like_on_modbus,
 );
