@@ -193,8 +193,16 @@ impl EspRfid {
     /// commands in order, and its configuration closes the list. No configuration, no
     /// list: a device that dropped both (or is offline) fails the read.
     async fn read_list_once(&mut self) -> Result<Vec<Entry>> {
-        let lock = self.channel.topic_lock(&self.address.command_topic());
-        let _one_list_at_a_time = lock.lock().await;
+        let topic = self.address.command_topic();
+        // A device seen to name itself in its list (the firmware's stored-command
+        // shape) is read alongside the others; one whose users carry no address, or
+        // not known yet, is read alone on its topic.
+        let names_itself = self.channel.names_itself(&topic, &self.address.ip);
+        let lock = self.channel.topic_lock(&topic);
+        let _alone = match names_itself {
+            true => None,
+            false => Some(lock.lock().await),
+        };
         let mut incoming = self.channel.listen();
         self.publish(&json!({"cmd": "getuserlist", "doorip": self.address.ip}))
             .await?;
@@ -203,6 +211,7 @@ impl EspRfid {
         let timeout = Duration::from_millis(self.layout.list_timeout_ms);
         let end = Instant::now() + timeout;
         let mut users: Vec<Entry> = Vec::new();
+        let (mut named, mut unnamed) = (0usize, 0usize);
         loop {
             let Some(message) = self.next_message(&mut incoming, end).await? else {
                 return Err(DriverError::Timeout {
@@ -213,17 +222,41 @@ impl EspRfid {
             let Some(fields) = message_fields(&message) else {
                 continue;
             };
-            if !self.is_from_this_device(&fields) {
-                continue;
+            let address = text(&fields, "ip").or_else(|| text(&fields, "doorip"));
+            match address {
+                Some(ip) if ip != self.address.ip => continue,
+                // Read alongside others: a message naming nobody is not ours.
+                None if names_itself => {
+                    unnamed += usize::from(is_user(&fields));
+                    continue;
+                }
+                _ => {}
             }
             if is_configuration(&fields) {
                 if let Some(name) = text(&fields, "hostname") {
                     self.hostname = Some(name.to_string());
                 }
+                if names_itself && users.is_empty() && unnamed > 0 {
+                    // Perhaps our device changed shape: learn again, alone.
+                    self.channel
+                        .set_names_itself(&topic, &self.address.ip, false);
+                    return Err(DriverError::Protocol(
+                        "an empty list while unnamed users went by: read again alone".into(),
+                    ));
+                }
+                if !names_itself && named + unnamed > 0 {
+                    self.channel
+                        .set_names_itself(&topic, &self.address.ip, unnamed == 0);
+                }
                 return Ok(users);
             }
             if !is_user(&fields) {
                 continue;
+            }
+            if address.is_some() {
+                named += 1;
+            } else {
+                unnamed += 1;
             }
             match self.user_entry(&fields) {
                 Ok(entry) => users.push(entry),
@@ -261,8 +294,7 @@ impl EspRfid {
     }
 
     /// Answers carry the device's `ip` (acks, heartbeats) or the `doorip` it was sent
-    /// (stored users); README-shaped users carry neither and belong to the device
-    /// being listed, since one list is read at a time per topic.
+    /// (stored users); a message carrying neither is taken as ours.
     fn is_from_this_device(&self, fields: &Map<String, Value>) -> bool {
         match text(fields, "ip").or_else(|| text(fields, "doorip")) {
             Some(ip) => ip == self.address.ip,

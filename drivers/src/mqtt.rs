@@ -24,9 +24,13 @@ pub struct MqttChannel {
     client: AsyncClient,
     incoming: broadcast::Sender<MqttMessage>,
     filters: Arc<Mutex<BTreeSet<String>>>,
-    /// One user-list read at a time per command topic: answers in the README shape
-    /// name no device, so two lists on a shared topic could not be told apart.
+    /// One user-list read at a time per command topic for devices whose list
+    /// messages name no device (the README shape): two such lists on a shared topic
+    /// could not be told apart.
     topic_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Devices (topic, ip) whose list messages were seen to name them (`doorip`), so
+    /// that their lists need no exclusive read.
+    self_naming: Arc<Mutex<HashMap<(String, String), bool>>>,
 }
 
 impl std::fmt::Debug for MqttChannel {
@@ -45,6 +49,7 @@ impl MqttChannel {
             incoming: broadcast::channel(BACKLOG).0,
             filters: Arc::default(),
             topic_locks: Arc::default(),
+            self_naming: Arc::default(),
         }
     }
 
@@ -105,6 +110,22 @@ impl MqttChannel {
             Ok(mut locks) => locks.entry(topic.to_string()).or_default().clone(),
             // A poisoned map only loses the serialisation, not correctness of a read.
             Err(_) => Arc::default(),
+        }
+    }
+
+    /// Whether the device at (`topic`, `ip`) names itself in its list messages, as
+    /// last seen; `false` while unknown.
+    pub(crate) fn names_itself(&self, topic: &str, ip: &str) -> bool {
+        self.self_naming
+            .lock()
+            .ok()
+            .and_then(|known| known.get(&(topic.to_string(), ip.to_string())).copied())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn set_names_itself(&self, topic: &str, ip: &str, names_itself: bool) {
+        if let Ok(mut known) = self.self_naming.lock() {
+            known.insert((topic.to_string(), ip.to_string()), names_itself);
         }
     }
 

@@ -191,3 +191,62 @@ async fn an_unpadded_reader_gets_unpadded_users() {
         "read back as the 4-byte uid"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_on_a_shared_topic_are_told_apart_whatever_their_shape() {
+    let broker = EmbeddedBroker::start(&BrokerOptions::default()).expect("broker");
+    let channel = channel(&broker, "driver-4");
+    let mut devices = Vec::new();
+    let mut drivers = Vec::new();
+    for (i, shape) in [
+        UserlistShape::Userfile,
+        UserlistShape::Stored,
+        UserlistShape::Userfile,
+        UserlistShape::Stored,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ip = format!("10.9.0.{}", i + 1);
+        let device = EspRfidDevice::start(
+            EspRfidConfig {
+                topic: "shared".into(),
+                ip: ip.clone(),
+                hostname: format!("esp-{i}"),
+                userlist_shape: shape,
+                reconnect_delay: Duration::from_millis(100),
+                ..EspRfidConfig::default()
+            },
+            MqttBroker::from(broker.addr()),
+            EspRfidFaults::seeded(i as u64),
+        )
+        .expect("device");
+        connected(&device).await;
+        let registry = Registry::builtin().expect("profiles");
+        let profile = registry
+            .for_model(DeviceRole::LockController, "esp-rfid", None)
+            .expect("profile");
+        let mut esp = EspRfid::connect(profile, &channel, &format!("shared@{ip}"))
+            .await
+            .expect("driver");
+        // Each device holds i + 1 badges of its own.
+        for n in 0..=i {
+            esp.add(&badge(&format!("04{i:02X}{n:04X}"), 1))
+                .await
+                .expect("add");
+        }
+        devices.push(device);
+        drivers.push(esp);
+    }
+    // Read every list twice, all at once: the second time, self-naming devices are
+    // read alongside the others.
+    for _ in 0..2 {
+        let reads = drivers.iter_mut().map(|esp| esp.identify());
+        let identities = futures::future::join_all(reads).await;
+        for (i, identity) in identities.into_iter().enumerate() {
+            let identity = identity.expect("identify");
+            assert_eq!(identity.used, Some(i as u16 + 1), "device {i}");
+        }
+    }
+    drop(devices);
+}
