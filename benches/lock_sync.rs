@@ -18,6 +18,9 @@
 //! controllers); `LOCK_SYNC_RUNS=20 cargo bench --bench lock_sync` runs fewer of its
 //! runs (100 per bound by default).
 
+mod common;
+
+use common::{load_average, ms, section, summarize, us};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -101,93 +104,23 @@ fn main() {
 // ---------------------------------------------------------------------------------
 
 fn machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("model name")
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, value)| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let logical = cpuinfo
-        .lines()
-        .filter(|line| line.starts_with("processor"))
-        .count();
-    let available = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|text| text.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
+    let m = common::machine();
     println!("gardien lock-programming benchmarks (cargo bench --bench lock_sync)");
     println!("==================================================================");
     println!("Machine");
-    println!("  CPU model        {model}");
-    println!("  cores            {logical} logical in /proc/cpuinfo, {available} available to this process");
-    println!("  memory           {memory}");
-    println!("  kernel           Linux {kernel}");
-    println!("  runtime          tokio multi-thread, {available} workers; API, engine, simulators and client share them");
+    println!("  CPU model        {}", m.model);
+    println!(
+        "  cores            {} logical in /proc/cpuinfo, {} available to this process",
+        m.logical, m.available
+    );
+    println!("  memory           {}", m.memory);
+    println!("  kernel           Linux {}", m.kernel);
+    println!("  runtime          tokio multi-thread, {} workers; API, engine, simulators and client share them", m.available);
     println!("  database         SQLite file (WAL) in a temporary directory");
     println!(
         "  load average     {} (at start; other processes on the machine skew the numbers)",
         load_average()
     );
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn section(title: &str) {
-    println!();
-    println!("{title}");
-    println!("{}", "-".repeat(title.chars().count()));
-}
-
-fn ms(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
-}
-
-fn us(duration: Duration) -> String {
-    format!("{:.0} µs", duration.as_secs_f64() * 1e6)
-}
-
-/// Nearest-rank percentiles.
-struct Summary {
-    n: usize,
-    median: Duration,
-    p90: Duration,
-    p99: Duration,
-    min: Duration,
-    max: Duration,
-    mean: Duration,
-}
-
-fn summarize(samples: &[Duration]) -> Summary {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let n = sorted.len().max(1);
-    let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-    Summary {
-        n: sorted.len(),
-        median: rank(0.5),
-        p90: rank(0.9),
-        p99: rank(0.99),
-        min: sorted[0],
-        max: sorted[n - 1],
-        mean: sorted.iter().sum::<Duration>() / n as u32,
-    }
 }
 
 fn print_summary(label: &str, samples: &[Duration], unit: fn(Duration) -> String) {

@@ -23,6 +23,9 @@
 //! `cargo test --all-targets` builds this file and runs it without `--bench`: it then
 //! only says so and returns.
 
+mod common;
+
+use common::{load_average, secs, summarize};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -85,59 +88,22 @@ fn main() {
 // ---------------------------------------------------------------------------------
 
 fn machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("model name")
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, value)| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let logical = cpuinfo
-        .lines()
-        .filter(|line| line.starts_with("processor"))
-        .count();
-    let available = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let m = common::machine();
     println!("gardien nightly collection benchmark (cargo bench --bench meter_collection)");
     println!(
-        "Machine: {model}, {logical} cores in /proc/cpuinfo, {available} available, load {}; one tokio runtime ({available} workers) for all",
-        load_average()
+        "Machine: {}, {} cores in /proc/cpuinfo, {} available, load {}; one tokio runtime ({} workers) for all",
+        m.model,
+        m.logical,
+        m.available,
+        load_average(),
+        m.available
     );
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn secs(duration: Duration) -> String {
-    format!("{:.2} s", duration.as_secs_f64())
-}
-
-fn sorted(samples: &[Duration]) -> Vec<Duration> {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    sorted
 }
 
 /// Median (the lower middle for an even count), min, max.
 fn median_min_max(samples: &[Duration]) -> (Duration, Duration, Duration) {
-    let sorted = sorted(samples);
-    if sorted.is_empty() {
-        return Default::default();
-    }
-    (
-        sorted[(sorted.len() - 1) / 2],
-        sorted[0],
-        sorted[sorted.len() - 1],
-    )
+    let summary = summarize(samples);
+    (summary.median, summary.min, summary.max)
 }
 
 fn runs_wanted() -> usize {

@@ -29,6 +29,9 @@
 //! - raw batched insert: the same rows, 100 per INSERT statement: what SQLite itself
 //!   costs once the per-statement round trip is mostly gone (each run).
 
+mod common;
+
+use common::load_average;
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -603,36 +606,15 @@ fn spawn(mode: &str, db: &Path, csv: &Path, rid: i64, shape: &Shape) -> Outcome 
 // ---------------------------------------------------------------------------------
 
 fn machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("model name")
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, value)| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let logical = cpuinfo
-        .lines()
-        .filter(|line| line.starts_with("processor"))
-        .count();
-    let available = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let m = common::machine();
     println!("gardien readings import benchmark (cargo bench --bench readings_import)");
     println!(
-        "Machine: {model}, {logical} cores in /proc/cpuinfo, {available} available, load {}",
+        "Machine: {}, {} cores in /proc/cpuinfo, {} available, load {}",
+        m.model,
+        m.logical,
+        m.available,
         load_average()
     );
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn mib(kib: u64) -> String {
