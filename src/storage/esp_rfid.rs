@@ -7,9 +7,10 @@ use super::sync::ControllerTarget;
 use super::Tx;
 use crate::error::Result;
 
-const TARGET: &str =
-    "SELECT c.id, c.residence_id, c.name, c.profile_id, c.transport, c.address, c.modbus_unit, c.policy
-     FROM controllers c";
+/// A controller as the engine sees it, with the host name it last gave.
+const TARGET_NAMED: &str =
+    "SELECT c.id, c.residence_id, c.name, c.profile_id, c.transport, c.address, c.modbus_unit, c.policy, s.device_name
+     FROM controllers c LEFT JOIN controller_status s ON s.controller_id = c.id";
 
 impl Tx {
     /// The topics (`TOPIC/send`) on which MQTT controllers speak.
@@ -31,7 +32,7 @@ impl Tx {
     /// The controller at `TOPIC@IP`.
     pub async fn esp_rfid_by_address(&mut self, address: &str) -> Result<Option<ControllerTarget>> {
         Ok(sqlx::query_as(&format!(
-            "{TARGET} WHERE c.transport = 'mqtt' AND c.address = $1"
+            "{TARGET_NAMED} WHERE c.transport = 'mqtt' AND c.address = $1"
         ))
         .bind(address)
         .fetch_optional(self.conn())
@@ -43,25 +44,23 @@ impl Tx {
         &mut self,
         topic: &str,
     ) -> Result<Vec<(ControllerTarget, Option<String>)>> {
+        #[derive(sqlx::FromRow)]
+        struct Named {
+            #[sqlx(flatten)]
+            target: ControllerTarget,
+            device_name: Option<String>,
+        }
         let prefix = format!("{topic}@");
-        let rows: Vec<ControllerTarget> = sqlx::query_as(&format!(
-            "{TARGET} WHERE c.transport = 'mqtt' AND substr(c.address, 1, length($1)) = $1 ORDER BY c.id"
+        let rows: Vec<Named> = sqlx::query_as(&format!(
+            "{TARGET_NAMED} WHERE c.transport = 'mqtt' AND substr(c.address, 1, length($1)) = $1 ORDER BY c.id"
         ))
         .bind(&prefix)
         .fetch_all(self.conn())
         .await?;
-        let mut found = Vec::with_capacity(rows.len());
-        for target in rows {
-            let name: Option<String> = sqlx::query_scalar(
-                "SELECT device_name FROM controller_status WHERE controller_id = $1",
-            )
-            .bind(target.id)
-            .fetch_optional(self.conn())
-            .await?
-            .flatten();
-            found.push((target, name));
-        }
-        Ok(found)
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.target, row.device_name))
+            .collect())
     }
 
     /// The controller spoke (heartbeat, boot): last seen now, under this host name.
