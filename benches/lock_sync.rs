@@ -20,6 +20,7 @@
 
 mod common;
 
+use common::service::{Api, Service};
 use common::{load_average, ms, section, summarize, us};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,14 +28,12 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gardien::config::Config;
 use gardien::domain::SyncState;
-use gardien::http::{serve, AppState};
 use gardien::storage::audit::Actor;
 use gardien::storage::keys::KeyInput;
 use gardien::storage::Store;
 use gardien::sync::visit::{visit, VisitKind, VisitReport};
-use gardien::sync::{Engine, SyncConfig};
+use gardien::sync::SyncConfig;
 use gardien_drivers::{connect_lock_controller, Credential, Endpoint, Registry};
 use gardien_simulators::{
     serve_tcp, Faults, Kl8Config, Kl8Device, Px2Config, Px2Device, TcpServer, Uid,
@@ -43,7 +42,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Part 1: controllers of the residence, badges programmed on all of them, runs.
@@ -68,7 +66,6 @@ const FULL_TABLE: u16 = 2000;
 const TABLE_READS: usize = 20;
 const AUDIT_VISITS: usize = 10;
 
-const PASSWORD: &str = "bench-password-123";
 /// A visit for pending work only: no forced audit, no events or clock.
 const PENDING_ONLY: VisitKind = VisitKind {
     audit: false,
@@ -140,127 +137,7 @@ fn print_summary(label: &str, samples: &[Duration], unit: fn(Duration) -> String
 // The service: API and engine over a SQLite file, as `gardien serve` runs them
 // ---------------------------------------------------------------------------------
 
-struct Service {
-    store: Store,
-    base: String,
-    _dir: tempfile::TempDir,
-    http: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-    engine: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Service {
-    async fn start() -> Service {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let config = Config {
-            database_url: dir.path().join("gardien.db").display().to_string(),
-            ..Config::default()
-        };
-        let store = Store::open(&config.database_url)
-            .await
-            .expect("open the database");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind API");
-        let base = format!("http://{}", listener.local_addr().expect("API address"));
-        let state = AppState {
-            store: store.clone(),
-            config: Arc::new(config),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(listener, state, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("API server");
-        });
-        Service {
-            store,
-            base,
-            _dir: dir,
-            http: Some((stop, task)),
-            engine: None,
-        }
-    }
-
-    fn start_engine(&mut self, config: SyncConfig) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let engine = Engine::new(self.store.clone(), config);
-        let task = tokio::spawn(engine.run(async {
-            let _ = stopped.await;
-        }));
-        self.engine = Some((stop, task));
-    }
-
-    /// Stops the engine as a shutdown would: visits under way finish first.
-    async fn stop_engine(&mut self) {
-        if let Some((stop, task)) = self.engine.take() {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-    }
-
-    /// A platform administrator, created in the database, logged in through the API.
-    async fn admin(&self) -> Api {
-        let email = "bench@gardien.test";
-        let hash = gardien::auth::hash_password(PASSWORD).expect("hash the password");
-        let mut tx = self.store.write().await.expect("transaction");
-        tx.insert_user(&Actor::system("bench"), email, "Bench", &hash, true)
-            .await
-            .expect("create the administrator");
-        tx.commit().await.expect("commit");
-        let http = reqwest::Client::new();
-        let response = http
-            .post(format!("{}/api/v1/auth/login", self.base))
-            .json(&json!({ "email": email, "password": PASSWORD }))
-            .send()
-            .await
-            .expect("login request");
-        let body: Value = response.json().await.expect("login answer");
-        let token = body["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token in the login answer: {body}"))
-            .to_owned();
-        Api {
-            http,
-            base: self.base.clone(),
-            token,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.stop_engine().await;
-        if let Some((stop, task)) = self.http.take() {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-        self.store.close().await;
-    }
-}
-
-/// An API client with a bearer token.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Api {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("answer body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
     /// POSTs, expects 201, answers the new id.
     async fn create(&self, path: &str, body: Value) -> i64 {
         let (status, answer) = self.send(Method::POST, path, Some(body.clone())).await;
@@ -268,20 +145,6 @@ impl Api {
             panic!("POST {path} {body}: {status} {answer}");
         }
         answer["id"].as_i64().expect("id of the new object")
-    }
-
-    async fn declare_lost(&self, rid: i64, key: i64) {
-        let path = format!("/api/v1/residences/{rid}/keys/{key}/declare-lost");
-        let (status, answer) = self
-            .send(
-                Method::POST,
-                &path,
-                Some(json!({ "reason": "perdu (banc d'essai)" })),
-            )
-            .await;
-        if status != 200 {
-            panic!("POST {path}: {status} {answer}");
-        }
     }
 
     async fn residence(&self, name: &str) -> i64 {
@@ -731,7 +594,7 @@ async fn lost_badge(service: &mut Service, api: &Api) {
     let created = start.elapsed();
 
     // Program them once, with the default engine settings.
-    service.start_engine(engine_config(CONCURRENCIES[0]));
+    service.start_engine(engine_config(CONCURRENCIES[0]), None);
     let start = Instant::now();
     wait_until_all_confirmed(&service.store, &controllers).await;
     let programmed = start.elapsed();
@@ -785,7 +648,7 @@ async fn lost_badge(service: &mut Service, api: &Api) {
     for round in 0..WARMUP_RUNS + runs {
         for concurrency in CONCURRENCIES {
             let key = *next_key.next().expect("enough badges");
-            service.start_engine(engine_config(concurrency));
+            service.start_engine(engine_config(concurrency), None);
             // Let the engine finish its first look for work and wait for more.
             tokio::time::sleep(Duration::from_millis(30)).await;
             let run = lose_one(&service.store, api, rid, key, CONTROLLERS).await;

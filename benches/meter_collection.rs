@@ -29,7 +29,7 @@ use common::{load_average, secs, summarize};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use gardien::domain::meter::{MeasureUnit, MeterKind};
+use gardien::demo::meters::{kind_of, unit_of};
 use gardien::domain::{Transport, UnitKind};
 use gardien::metering::collect::{collect, CollectOptions};
 use gardien::metering::schedule::CollectionConfig;
@@ -40,8 +40,8 @@ use gardien::storage::readings::{CollectionGateway, CollectionRun};
 use gardien::storage::residences::ResidenceInput;
 use gardien::storage::units::UnitInput;
 use gardien::storage::Store;
-use gardien_simulators::mbg::{population, Unit};
-use gardien_simulators::{BusMeter, Faults, MbgConfig, MbgDevice, SimClock, TcpServer};
+use gardien_simulators::mbg::population;
+use gardien_simulators::{Faults, MbgConfig, MbgDevice, SimClock, TcpServer};
 
 const GATEWAYS: usize = 40;
 const METERS_PER_GATEWAY: usize = 250;
@@ -117,24 +117,6 @@ fn runs_wanted() -> usize {
 // ---------------------------------------------------------------------------------
 // The site: simulators and the database that knows their meters
 // ---------------------------------------------------------------------------------
-
-fn kind_of(meter: &BusMeter) -> MeterKind {
-    match meter.medium {
-        0x06 | 0x15 => MeterKind::HotWater,
-        0x04 | 0x0C => MeterKind::Heating,
-        0x08 => MeterKind::HeatCostAllocator,
-        _ => MeterKind::ColdWater,
-    }
-}
-
-fn unit_of(meter: &BusMeter) -> MeasureUnit {
-    match meter.unit {
-        Unit::CubicMetres => MeasureUnit::M3,
-        Unit::KilowattHours => MeasureUnit::Kwh,
-        Unit::MegawattHours => MeasureUnit::Mwh,
-        Unit::Hca => MeasureUnit::Hca,
-    }
-}
 
 struct Site {
     store: Store,

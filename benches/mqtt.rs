@@ -35,6 +35,7 @@
 
 mod common;
 
+use common::service::{Api, Service};
 use common::{load_average, ms, secs, section, summarize, us, Summary};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,10 +45,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use gardien::config::Config;
-use gardien::domain::meter::{MeasureUnit, MeterKind};
+use gardien::demo::meters::kind_of;
+use gardien::domain::meter::MeasureUnit;
 use gardien::domain::{LockKind, Policy, SyncState, Transport, UnitKind};
-use gardien::http::{serve, AppState};
 use gardien::mqtt::config::WmbusSubscription;
 use gardien::mqtt::inbox::InboxStats;
 use gardien::mqtt::{Mqtt, MqttConfig};
@@ -60,7 +60,7 @@ use gardien::storage::profiles::ProfileInput;
 use gardien::storage::residences::ResidenceInput;
 use gardien::storage::units::UnitInput;
 use gardien::storage::Store;
-use gardien::sync::{Engine, SyncConfig};
+use gardien::sync::SyncConfig;
 use gardien_drivers::esprfid::EspRfid;
 use gardien_drivers::LockController;
 use gardien_simulators::broker::{BrokerOptions, EmbeddedBroker};
@@ -70,11 +70,9 @@ use gardien_simulators::esprfid::{
 use gardien_simulators::mbg::{population, Unit};
 use gardien_simulators::wmbus::{WmbusConfig, WmbusPublisher};
 use gardien_simulators::{BusMeter, SimClock};
-use reqwest::Method;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -99,7 +97,6 @@ const WARMUP_RUNS: usize = 1;
 const POLL: Duration = Duration::from_millis(5);
 /// Driver-level user-list reads per site.
 const LIST_READS: usize = 20;
-const PASSWORD: &str = "bench-password-123";
 
 /// Part 2: water meters on the air, telegrams per run (`MQTT_BENCH_TELEGRAMS`
 /// overrides), runs.
@@ -457,128 +454,6 @@ async fn command_answer(broker: SocketAddr, payload: &[u8], qos: QoS) -> Vec<Dur
 // ---------------------------------------------------------------------------------
 // The service: API, MQTT connection and engine over a SQLite file
 // ---------------------------------------------------------------------------------
-
-struct Service {
-    store: Store,
-    base: String,
-    _dir: tempfile::TempDir,
-    http: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-    engine: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Service {
-    async fn start() -> Service {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let config = Config {
-            database_url: dir.path().join("gardien.db").display().to_string(),
-            ..Config::default()
-        };
-        let store = Store::open(&config.database_url)
-            .await
-            .expect("open the database");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind API");
-        let base = format!("http://{}", listener.local_addr().expect("API address"));
-        let state = AppState {
-            store: store.clone(),
-            config: Arc::new(config),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(listener, state, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("API server");
-        });
-        Service {
-            store,
-            base,
-            _dir: dir,
-            http: Some((stop, task)),
-            engine: None,
-        }
-    }
-
-    fn start_engine(&mut self, config: SyncConfig, mqtt: &Mqtt) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let engine = Engine::new(self.store.clone(), config).with_mqtt(mqtt.channel().clone());
-        let task = tokio::spawn(engine.run(async {
-            let _ = stopped.await;
-        }));
-        self.engine = Some((stop, task));
-    }
-
-    /// Stops the engine as a shutdown would: visits under way finish first.
-    async fn stop_engine(&mut self) {
-        if let Some((stop, task)) = self.engine.take() {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-    }
-
-    /// A platform administrator, created in the database, logged in through the API.
-    async fn admin(&self) -> Api {
-        let email = "bench@gardien.test";
-        let hash = gardien::auth::hash_password(PASSWORD).expect("hash the password");
-        let mut tx = self.store.write().await.expect("transaction");
-        tx.insert_user(&Actor::system("bench"), email, "Bench", &hash, true)
-            .await
-            .expect("create the administrator");
-        tx.commit().await.expect("commit");
-        let http = reqwest::Client::new();
-        let response = http
-            .post(format!("{}/api/v1/auth/login", self.base))
-            .json(&json!({ "email": email, "password": PASSWORD }))
-            .send()
-            .await
-            .expect("login request");
-        let body: Value = response.json().await.expect("login answer");
-        let token = body["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token in the login answer: {body}"))
-            .to_owned();
-        Api {
-            http,
-            base: self.base.clone(),
-            token,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.stop_engine().await;
-        if let Some((stop, task)) = self.http.take() {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-        self.store.close().await;
-    }
-}
-
-/// An API client with a bearer token.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn declare_lost(&self, rid: i64, key: i64) {
-        let path = format!("/api/v1/residences/{rid}/keys/{key}/declare-lost");
-        let response = self
-            .http
-            .request(Method::POST, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({ "reason": "perdu (banc d'essai)" }))
-            .send()
-            .await
-            .expect("request sent");
-        let status = response.status().as_u16();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            panic!("POST {path}: {status} {body}");
-        }
-    }
-}
 
 /// gardien's `[mqtt]` for the bench broker.
 fn mqtt_config(broker: SocketAddr, client_id: &str, wmbus: Vec<WmbusSubscription>) -> MqttConfig {
@@ -1023,7 +898,10 @@ async fn site_runs(broker: SocketAddr, setup: &Setup, runs: usize) -> Vec<SiteRe
     let up = start.elapsed();
 
     // First programming: every badge onto every controller.
-    service.start_engine(engine_config(setup.concurrencies[0]), &mqtt);
+    service.start_engine(
+        engine_config(setup.concurrencies[0]),
+        Some(mqtt.channel().clone()),
+    );
     let start = Instant::now();
     wait_until_all_confirmed(&service.store, &controllers).await;
     let programmed = start.elapsed();
@@ -1058,7 +936,7 @@ async fn site_runs(broker: SocketAddr, setup: &Setup, runs: usize) -> Vec<SiteRe
     for round in 0..WARMUP_RUNS + runs {
         for &concurrency in &setup.concurrencies {
             let (index, &key) = next_key.next().expect("enough badges");
-            service.start_engine(engine_config(concurrency), &mqtt);
+            service.start_engine(engine_config(concurrency), Some(mqtt.channel().clone()));
             // Let the engine finish its first look for work and wait for more.
             tokio::time::sleep(Duration::from_millis(30)).await;
             let before = Traffic::of(&devices);
@@ -1244,13 +1122,6 @@ async fn lose_one(store: &Store, api: &Api, rid: i64, key: i64, controllers: usi
 // ---------------------------------------------------------------------------------
 // 2. Sustained ingestion of wmbusmeters telegrams
 // ---------------------------------------------------------------------------------
-
-fn kind_of(meter: &BusMeter) -> MeterKind {
-    match meter.medium {
-        0x06 | 0x15 => MeterKind::HotWater,
-        _ => MeterKind::ColdWater,
-    }
-}
 
 /// Counts rows on a read-only connection of its own, beside the service's pool.
 struct Counter {

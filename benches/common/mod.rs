@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod service;
+
 /// The machine as the kernel describes it; "unknown" where it does not.
 pub struct Machine {
     pub model: String,
