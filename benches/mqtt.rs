@@ -36,7 +36,7 @@
 mod common;
 
 use common::service::{Api, Service};
-use common::{load_average, ms, secs, section, summarize, us, Summary};
+use common::{load_average, median_min_max, ms, secs, section, summarize, us, Summary};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -175,20 +175,6 @@ fn print_summary(label: &str, samples: &[Duration], unit: fn(Duration) -> String
         unit(s.mean),
         s.n
     );
-}
-
-/// Median, min, max of rates (per second).
-fn rate_summary(rates: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = rates.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    (
-        sorted[(sorted.len() - 1) / 2],
-        sorted[0],
-        sorted[sorted.len() - 1],
-    )
 }
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -1537,7 +1523,7 @@ async fn wmbus_ingestion(broker: SocketAddr) {
     }
 
     println!();
-    let (median, min, max) = rate_summary(&baseline_rates);
+    let (median, min, max) = median_min_max(&baseline_rates);
     println!("  {:<58} {:>12} {:>12} {:>12}", "", "median", "min", "max");
     println!(
         "  {:<58} {:>12.0} {:>12.0} {:>12.0}  (n={})",
@@ -1555,7 +1541,7 @@ async fn wmbus_ingestion(broker: SocketAddr) {
         secs(acked.min),
         secs(acked.max)
     );
-    let (median, min, max) = rate_summary(&rates);
+    let (median, min, max) = median_min_max(&rates);
     println!(
         "  {:<58} {:>12.0} {:>12.0} {:>12.0}  (n={})",
         "end to end: publish → stored in SQLite, messages/s",
@@ -1581,12 +1567,12 @@ async fn wmbus_ingestion(broker: SocketAddr) {
             secs(s.max)
         );
     }
-    let baseline_median = rate_summary(&baseline_rates).0;
+    let baseline_median = median_min_max(&baseline_rates).0;
     if baseline_median > 0.0 {
         println!(
             "  {:<58} {:>11.0}%",
             "  end to end / baseline (medians)",
-            100.0 * rate_summary(&rates).0 / baseline_median
+            100.0 * median_min_max(&rates).0 / baseline_median
         );
     }
     println!(

@@ -31,7 +31,7 @@
 
 mod common;
 
-use common::load_average;
+use common::{load_average, median_min_max};
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -623,12 +623,7 @@ fn mib(kib: u64) -> String {
 
 /// Median (the lower middle for an even count).
 fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get(sorted.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or_default()
+    median_min_max(values).0
 }
 
 fn row(label: &str, outcomes: &[Outcome], baseline_kib: u64) {

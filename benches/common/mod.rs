@@ -109,3 +109,14 @@ pub fn summarize(samples: &[Duration]) -> Summary {
         mean: sorted.iter().sum::<Duration>() / n as u32,
     }
 }
+
+/// Median (the lower middle for an even count), min and max of values such as rates;
+/// zeros when there are none.
+pub fn median_min_max(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match (sorted.first(), sorted.last()) {
+        (Some(min), Some(max)) => (sorted[(sorted.len() - 1) / 2], *min, *max),
+        _ => (0.0, 0.0, 0.0),
+    }
+}
